@@ -1,0 +1,100 @@
+"""Ensembles as pytrees with a leading axis of size J, and their (masked) statistics.
+
+Parameters may be any pytree (dicts, tuples, Equinox modules). Only inexact-array leaves are
+parameters; other leaves (activation functions, ints) are static and shared by all members. The
+algorithms ravel the parameters to a ``(J, p)`` matrix only at the linear-algebra boundary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, PyTree
+
+from ekibnn.errors import input_error
+
+__all__ = [
+    "ensemble_size",
+    "flatten",
+    "flatten_member",
+    "masked_anomalies",
+    "masked_mean",
+    "unflatten",
+]
+
+
+def _dynamic(tree: PyTree) -> list[Array]:
+    return jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_inexact_array))
+
+
+def ensemble_size(particles: PyTree) -> int:
+    """Size J of the leading axis shared by every parameter leaf; raises if inconsistent."""
+    leaves = _dynamic(particles)
+    if not leaves:
+        raise input_error(
+            "particles",
+            "a pytree with at least one floating-point array leaf",
+            "no floating-point leaves",
+            "pass parameters as float arrays (e.g. prior.sample(key, J))",
+        )
+    sizes = {leaf.shape[0] if leaf.ndim else None for leaf in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise input_error(
+            "particles",
+            "every parameter leaf with the same leading ensemble axis (J, ...)",
+            f"leading sizes {sorted(str(s) for s in sizes)}",
+            "build the ensemble with prior.sample(key, J) or eqx.filter_vmap",
+        )
+    return sizes.pop()
+
+
+def flatten(particles: PyTree) -> Float[Array, "J p"]:
+    """Ravel every member's parameters into one row: ``(J, p)``, leaves in ``tree_leaves``
+    order, each leaf row-major (the same order as :func:`flatten_member`)."""
+    leaves = _dynamic(particles)
+    j = leaves[0].shape[0]
+    dtype = jnp.result_type(*leaves)
+    return jnp.concatenate([leaf.reshape(j, -1).astype(dtype) for leaf in leaves], axis=1)
+
+
+def flatten_member(tree: PyTree) -> Float[Array, " p"]:
+    """Ravel one member's parameters into a ``(p,)`` vector (order as in :func:`flatten`)."""
+    leaves = _dynamic(tree)
+    dtype = jnp.result_type(*leaves)
+    return jnp.concatenate([leaf.reshape(-1).astype(dtype) for leaf in leaves])
+
+
+def unflatten(x: Float[Array, "J p"], template: PyTree) -> PyTree:
+    """Inverse of :func:`flatten`: rows of ``x`` back into a pytree shaped like ``template``
+    (an ensemble), keeping the template's static leaves and leaf dtypes."""
+    dynamic, static = eqx.partition(template, eqx.is_inexact_array)
+    leaves, treedef = jax.tree_util.tree_flatten(dynamic)
+    out, start = [], 0
+    for leaf in leaves:
+        size = leaf[0].size
+        out.append(x[:, start : start + size].reshape(leaf.shape).astype(leaf.dtype))
+        start += size
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, out), static)
+
+
+def masked_mean(x: Float[Array, "J d"], mask: Bool[Array, " J"], count: Array) -> Array:
+    """Mean over the members where ``mask`` is true: ``(d,)``."""
+    return jnp.sum(jnp.where(mask[:, None], x, 0), axis=0) / count
+
+
+def masked_anomalies(
+    x: Float[Array, "J d"], mask: Bool[Array, " J"], count: Array
+) -> tuple[Array, Array]:
+    """Return ``(mean, A)`` with ``A_j = (x_j - mean) / sqrt(count - 1)`` for masked-in members
+    and 0 elsewhere, so that ``A.T @ A`` is the unbiased sample covariance of the good members."""
+    mean = masked_mean(x, mask, count)
+    anomalies = jnp.where(mask[:, None], x - mean, 0) / jnp.sqrt(count - 1)
+    return mean, anomalies
+
+
+def tree_shapes(tree: Any) -> list[tuple[int, ...]]:
+    """Shapes of the parameter leaves (helper for error messages)."""
+    return [tuple(leaf.shape) for leaf in _dynamic(tree)]

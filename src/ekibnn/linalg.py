@@ -1,0 +1,68 @@
+"""The Kalman increment, computed in data space or ensemble space — whichever is smaller.
+
+Every Kalman-type update in ekibnn reduces, after whitening by the noise, to
+
+    Delta = W (B^T B + I)^{-1} B^T A                                           (*)
+
+with ``A`` (J, p) the parameter anomalies, ``B`` (J, m) the whitened output anomalies and ``W``
+(J, m) the whitened innovations (rows are members; anomalies already divided by sqrt(J - 1), so
+``A^T B = C^{theta G}`` and ``B^T B = Gamma^{-1/2} C^{GG} Gamma^{-1/2}``). This is the
+Iglesias–Law–Stuart (2013) update ``C^{theta G} (C^{GG} + Gamma)^{-1} d`` for every member.
+
+* data space (m <= J): Cholesky of the (m, m) matrix ``B^T B + I``;
+* ensemble space (m > J): the push-through identity
+  ``(B^T B + I)^{-1} B^T = B^T (B B^T + I)^{-1}`` gives a (J, J) Cholesky instead, so no (m, m)
+  matrix is ever formed and memory is ``O(J (m + p) + J^2)``.
+
+Both spaces use Cholesky solves, never an explicit inverse.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax.numpy as jnp
+from jax.scipy.linalg import cho_factor, cho_solve
+from jaxtyping import Array, Float
+
+__all__ = ["kalman_increment"]
+
+Space = Literal["auto", "data", "ensemble"]
+
+
+def kalman_increment(
+    param_anomalies: Float[Array, "J p"],
+    output_anomalies: Float[Array, "J m"],
+    innovations: Float[Array, "K m"],
+    space: Space = "auto",
+) -> Float[Array, "K p"]:
+    """Return ``W (B^T B + I)^{-1} B^T A`` (equation (*) in the module docstring).
+
+    Args:
+        param_anomalies: ``A`` (J, p), centred parameters / sqrt(J - 1).
+        output_anomalies: ``B`` (J, m), centred whitened outputs / sqrt(J - 1).
+        innovations: ``W`` (K, m), whitened innovations, one row per member to update (K is
+            usually J; K = 1 gives the update of a single vector such as the mean).
+        space: ``"data"`` (m x m solve), ``"ensemble"`` (J x J solve) or ``"auto"`` (the
+            smaller one).
+
+    Returns:
+        (K, p) parameter increments.
+    """
+    j, m = output_anomalies.shape
+    if space == "auto":
+        space = "data" if m <= j else "ensemble"
+    b, w, a = output_anomalies, innovations, param_anomalies
+    if space == "data":
+        factor = cho_factor(b.T @ b + jnp.eye(m, dtype=b.dtype), lower=True)
+        solved = cho_solve(factor, w.T).T  # (K, m) = W (B^T B + I)^{-1}
+        # Two association orders; pick the cheaper by static shapes.
+        k, p = w.shape[0], a.shape[1]
+        if k * j * (m + p) <= 2 * m * p * max(j, k):
+            return (solved @ b.T) @ a
+        return solved @ (b.T @ a)
+    if space == "ensemble":
+        factor = cho_factor(b @ b.T + jnp.eye(j, dtype=b.dtype), lower=True)
+        weights = cho_solve(factor, (w @ b.T).T).T  # (K, J) = W B^T (B B^T + I)^{-1}
+        return weights @ a
+    raise ValueError(f"space: expected 'auto', 'data' or 'ensemble'; got {space!r}")

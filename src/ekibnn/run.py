@@ -1,0 +1,228 @@
+"""``run``: the compiled driver for any ``init``/``step`` algorithm.
+
+The iteration runs inside ``jax.lax.while_loop`` in chunks of steps; the host only sees chunk
+boundaries, where it advances the progress bar, appends the history and writes checkpoints.
+The loop stops early when the algorithm's state says ``done`` (a scheduler reached its final
+time or a stopping rule fired). Step ``n`` always uses the key ``fold_in(key, n)``, so the result
+does not depend on how the steps are chunked, and a resumed run is bit-identical to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import PRNGKeyArray, PyTree
+from tqdm.auto import tqdm
+
+from ekibnn.errors import input_error
+from ekibnn.inversion.eki import KalmanAlgorithm
+
+__all__ = ["RunResult", "run"]
+
+_CHECKPOINT_VERSION = 1
+
+
+class RunResult(NamedTuple):
+    """What :func:`run` returns.
+
+    Attributes:
+        particles: the final ensemble (pytree with leading axis J).
+        state: the algorithm's final state (e.g. :class:`ekibnn.EKIState`).
+        history: the per-step info NamedTuple with every field a NumPy array of length
+            ``num_steps`` (the steps actually taken).
+        num_steps: steps taken (fewer than asked when the algorithm stopped itself).
+    """
+
+    particles: PyTree
+    state: Any
+    history: Any
+    num_steps: int
+
+
+def _key_data(key: PRNGKeyArray) -> np.ndarray:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key))
+    return np.asarray(key)
+
+
+@eqx.filter_jit
+def _run_chunk(algo: KalmanAlgorithm, chunk_len: int, key, state, start, limit):
+    """At most ``limit`` (<= chunk_len) steps inside one ``while_loop``, stopping early on
+    ``state.done``; returns ``(state, infos, taken)`` with infos in ``(chunk_len, ...)`` buffers.
+    Jitted once per (algorithm, chunk length, state shapes): new keys and new starting points
+    reuse the compiled loop."""
+    dynamic, static = eqx.partition(state, eqx.is_array)
+    info_shape = eqx.filter_eval_shape(algo.step, key, state)[1]
+    buffers = jax.tree_util.tree_map(
+        lambda x: jnp.zeros((chunk_len, *x.shape), x.dtype), info_shape
+    )
+
+    def cond(carry):
+        i, dynamic, _ = carry
+        return (i < limit) & ~eqx.combine(dynamic, static).done
+
+    def body(carry):
+        i, dynamic, buffers = carry
+        state, info = algo.step(jax.random.fold_in(key, start + i), eqx.combine(dynamic, static))
+        buffers = jax.tree_util.tree_map(lambda b, v: b.at[i].set(v), buffers, info)
+        return i + 1, eqx.filter(state, eqx.is_array), buffers
+
+    taken, dynamic, buffers = jax.lax.while_loop(cond, body, (jnp.int32(0), dynamic, buffers))
+    return eqx.combine(dynamic, static), buffers, taken
+
+
+def _save_checkpoint(path: Path, key: PRNGKeyArray, state: Any, history: list, steps: int):
+    leaves = jax.tree_util.tree_leaves(eqx.filter(state, eqx.is_array))
+    arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    if history:
+        fields = history[0]._fields
+        for name in fields:
+            arrays[f"history_{name}"] = np.concatenate([getattr(h, name) for h in history])
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            version=_CHECKPOINT_VERSION,
+            steps=steps,
+            key=_key_data(key),
+            num_leaves=len(leaves),
+            **arrays,
+        )
+    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
+
+
+def _load_checkpoint(path: Path, key: PRNGKeyArray, template: Any, info_template: Any):
+    with np.load(path) as data:
+        template_leaves = jax.tree_util.tree_leaves(eqx.filter(template, eqx.is_array))
+        if int(data["version"]) != _CHECKPOINT_VERSION or int(data["num_leaves"]) != len(
+            template_leaves
+        ):
+            raise input_error(
+                f"checkpoint {path}",
+                "a checkpoint written by this algorithm and ensemble",
+                "a different state layout",
+                "delete the file or pass another checkpoint_path",
+            )
+        if not np.array_equal(data["key"], _key_data(key)):
+            raise input_error(
+                f"checkpoint {path}",
+                "the same key as the run that wrote it",
+                "a different key",
+                "resume with the original key, or delete the checkpoint to start afresh",
+            )
+        leaves = []
+        for i, ref in enumerate(template_leaves):
+            arr = data[f"state_{i}"]
+            if arr.shape != ref.shape or arr.dtype != ref.dtype:
+                raise input_error(
+                    f"checkpoint {path}",
+                    f"state leaf {i} of shape {ref.shape} and dtype {ref.dtype}",
+                    f"shape {arr.shape}, dtype {arr.dtype}",
+                    "resume with the same ensemble size, model and precision",
+                )
+            leaves.append(jnp.asarray(arr))
+        dynamic, static = eqx.partition(template, eqx.is_array)
+        treedef = jax.tree_util.tree_structure(dynamic)
+        state = eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)
+        steps = int(data["steps"])
+        history = []
+        if steps:
+            history.append(
+                type(info_template)(
+                    *(np.asarray(data[f"history_{name}"]) for name in info_template._fields)
+                )
+            )
+    return state, history, steps
+
+
+def run(
+    key: PRNGKeyArray,
+    algo: KalmanAlgorithm,
+    particles: PyTree,
+    num_steps: int,
+    progress: bool = True,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    chunk_size: int | None = None,
+) -> RunResult:
+    """Run ``algo`` from ``particles`` for at most ``num_steps`` steps, compiled.
+
+    Args:
+        key: a JAX PRNG key; step ``n`` uses ``fold_in(key, n)``.
+        algo: an ``init``/``step`` pair, e.g. from :func:`ekibnn.eki`.
+        particles: the initial ensemble (leading axis J on every parameter leaf).
+        num_steps: the maximum number of steps; fewer are taken when the algorithm stops itself
+            (e.g. the data-misfit scheduler reaching T = 1).
+        progress: show a progress bar (updated at chunk boundaries, from the host).
+        checkpoint_path: if given, the state and history are saved there (atomically) every
+            ``checkpoint_every`` steps and at the end; if the file exists, the run resumes from
+            it and the result is bit-identical to an uninterrupted run.
+        checkpoint_every: steps between checkpoints (default: ``max(1, num_steps // 10)``).
+        chunk_size: steps per compiled chunk (default: ``checkpoint_every`` if checkpointing,
+            else about 1/20 of the run when ``progress`` else the whole run).
+
+    Returns:
+        :class:`RunResult` with the final particles, final state and per-step history.
+    """
+    if not isinstance(num_steps, int | np.integer) or num_steps < 1:
+        raise input_error("num_steps", "a positive integer", repr(num_steps), "pass e.g. 500")
+    num_steps = int(num_steps)
+    state = algo.init(particles)
+    info_template = eqx.filter_eval_shape(algo.step, key, state)[1]
+
+    path = Path(checkpoint_path) if checkpoint_path is not None else None
+    if path is not None and checkpoint_every is None:
+        checkpoint_every = max(1, num_steps // 10)
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise input_error("checkpoint_every", "a positive integer", repr(checkpoint_every), "")
+    if chunk_size is None:
+        if checkpoint_every is not None:
+            chunk_size = checkpoint_every
+        elif progress:
+            chunk_size = max(1, math.ceil(num_steps / 20))
+        else:
+            chunk_size = num_steps
+    chunk_size = max(1, min(chunk_size, num_steps))
+
+    history: list = []
+    steps = 0
+    if path is not None and path.exists():
+        state, history, steps = _load_checkpoint(path, key, state, info_template)
+
+    bar = tqdm(total=num_steps, initial=steps, disable=not progress, desc="ekibnn", unit="step")
+    last_saved = steps
+    try:
+        while steps < num_steps and not bool(state.done):
+            limit = min(chunk_size, num_steps - steps)
+            state, infos, taken = _run_chunk(
+                algo, chunk_size, key, state, jnp.int32(steps), jnp.int32(limit)
+            )
+            taken = int(taken)
+            history.append(jax.tree_util.tree_map(lambda b, n=taken: np.asarray(b[:n]), infos))
+            steps += taken
+            bar.update(taken)
+            if history and progress:
+                bar.set_postfix(misfit=f"{float(history[-1].misfit[-1]):.3g}", refresh=False)
+            if path is not None and (steps - last_saved >= checkpoint_every or state.done):
+                _save_checkpoint(path, key, state, history, steps)
+                last_saved = steps
+    finally:
+        bar.close()
+    if path is not None and last_saved != steps:
+        _save_checkpoint(path, key, state, history, steps)
+
+    if history:
+        merged = type(info_template)(
+            *(np.concatenate([getattr(h, f) for h in history]) for f in info_template._fields)
+        )
+    else:
+        merged = type(info_template)(*(np.zeros((0, *x.shape), x.dtype) for x in info_template))
+    return RunResult(particles=state.particles, state=state, history=merged, num_steps=steps)

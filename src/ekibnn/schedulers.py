@@ -1,0 +1,116 @@
+"""Step-size schedulers: values that choose each step's ``dt`` (noise ``Gamma / dt``) and say
+when to stop.
+
+A scheduler is a :class:`Scheduler` (a NamedTuple of pure functions, like an Optax transform):
+``init() -> state`` and ``next(state, stats) -> (dt, done, state)``. ``done`` means "the step
+being taken is the last one". Adaptation lives here, outside the algorithm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from ekibnn.errors import input_error
+
+__all__ = [
+    "MisfitStats",
+    "Scheduler",
+    "constant",
+    "data_misfit",
+    "stop_on_discrepancy",
+]
+
+
+class MisfitStats(NamedTuple):
+    """What a scheduler sees at the start of a step.
+
+    Attributes:
+        misfits: ``(J,)`` per-member data misfits ``Phi_j = 0.5 ||Gamma^{-1/2}(y - G_j)||^2``
+            (0 for failed members).
+        ok: ``(J,)`` mask of members whose forward output is finite.
+        mean_output_misfit: ``Phi`` of the ensemble-mean output ``mean_j G_j``.
+        num_obs: number of observations ``m`` in this step (the batch size when minibatching).
+        time: algorithm time ``t`` reached so far (sum of earlier ``dt``).
+    """
+
+    misfits: Float[Array, " J"]
+    ok: Bool[Array, " J"]
+    mean_output_misfit: Float[Array, ""]
+    num_obs: int
+    time: Float[Array, ""]
+
+
+class Scheduler(NamedTuple):
+    """``init() -> state``; ``next(state, MisfitStats) -> (dt, done, state)``."""
+
+    init: Callable[[], Any]
+    next: Callable[[Any, MisfitStats], tuple[Array, Array, Any]]
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise input_error(name, "a positive number", repr(value), "pass a value > 0")
+
+
+def constant(dt: float = 1.0, final_time: float | None = None) -> Scheduler:
+    """Fixed step ``dt`` every iteration. With ``final_time`` the run stops once the algorithm
+    time reaches it (the last step is shortened to land on it exactly); without, the run lasts
+    ``num_steps`` (the tutorial's fixed iteration count is ``constant(1.0)``).
+    """
+    _positive("constant(dt)", dt)
+    if final_time is not None:
+        _positive("constant(final_time)", final_time)
+
+    def next_(state, stats: MisfitStats):
+        step = jnp.asarray(dt, stats.time.dtype)
+        if final_time is None:
+            return step, jnp.asarray(False), state
+        step = jnp.minimum(step, final_time - stats.time)
+        return step, stats.time + step >= final_time * (1 - 1e-6), state
+
+    return Scheduler(lambda: (), next_)
+
+
+def data_misfit(final_time: float = 1.0) -> Scheduler:
+    """The data-misfit controller of Iglesias & Yang (2021), as in EnsembleKalmanProcesses.jl:
+
+        dt_n = min( max( m / (2 mean_j Phi_j), sqrt(m / (2 var_j Phi_j)) ), T - t_n )
+
+    and stop when ``t`` reaches ``T = final_time``. With ``T = 1`` the product of the tempered
+    likelihoods ``exp(-dt_n Phi)`` is the full likelihood, so a stochastic EKI run is a
+    (Gaussian-approximate) sample of the posterior.
+    """
+    _positive("data_misfit(final_time)", final_time)
+
+    def next_(state, stats: MisfitStats):
+        count = jnp.sum(stats.ok)
+        phi = stats.misfits
+        mean = jnp.sum(jnp.where(stats.ok, phi, 0)) / count
+        var = jnp.sum(jnp.where(stats.ok, (phi - mean) ** 2, 0)) / (count - 1)
+        tiny = jnp.finfo(phi.dtype).tiny
+        m = stats.num_obs
+        step = jnp.maximum(m / (2 * mean + tiny), jnp.sqrt(m / (2 * var + tiny)))
+        dt = jnp.minimum(step, final_time - stats.time)
+        return dt, stats.time + dt >= final_time * (1 - 1e-6), state
+
+    return Scheduler(lambda: (), next_)
+
+
+def stop_on_discrepancy(inner: Scheduler, tau: float = 1.0) -> Scheduler:
+    """Wrap ``inner`` with Morozov's discrepancy principle: stop (taking no further step) once
+    the ensemble-mean output fits the data to the noise level,
+    ``||Gamma^{-1/2}(y - mean_j G_j)||^2 <= tau^2 m``. Uses the mean of the outputs (no extra
+    forward evaluation), which equals ``G(mean theta)`` for linear ``G``.
+    """
+    _positive("stop_on_discrepancy(tau)", tau)
+
+    def next_(state, stats: MisfitStats):
+        dt, done, state = inner.next(state, stats)
+        reached = 2 * stats.mean_output_misfit <= tau**2 * stats.num_obs
+        return jnp.where(reached, jnp.zeros_like(dt), dt), done | reached, state
+
+    return Scheduler(inner.init, next_)

@@ -1,0 +1,58 @@
+"""Shared test problems: linear-Gaussian inverse problems with closed-form posteriors."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+class LinearProblem(NamedTuple):
+    """y = H theta + eta, eta ~ N(0, Gamma), theta ~ N(prior_mean, diag(prior_std^2))."""
+
+    H: np.ndarray  # (m, p)
+    y: np.ndarray  # (m,)
+    noise_cov: np.ndarray  # (m, m)
+    noise_std: np.ndarray  # (m,) when diagonal
+    prior_mean: np.ndarray  # (p,)
+    prior_std: np.ndarray  # (p,)
+    post_mean: np.ndarray  # (p,)
+    post_cov: np.ndarray  # (p, p)
+
+    def forward(self, theta):
+        return jnp.asarray(self.H, theta.dtype) @ theta
+
+
+def make_linear_problem(
+    m: int = 5, p: int = 3, noise: float = 0.3, seed: int = 0, correlated: bool = False
+) -> LinearProblem:
+    rng = np.random.default_rng(seed)
+    H = rng.normal(size=(m, p))
+    prior_mean = rng.normal(size=p) * 0.5
+    prior_std = rng.uniform(0.5, 1.5, size=p)
+    noise_std = noise * rng.uniform(0.5, 1.5, size=m)
+    if correlated:
+        corr = 0.5 ** np.abs(np.subtract.outer(np.arange(m), np.arange(m)))
+        noise_cov = np.outer(noise_std, noise_std) * corr
+    else:
+        noise_cov = np.diag(noise_std**2)
+    truth = prior_mean + prior_std * rng.normal(size=p)
+    y = H @ truth + np.linalg.cholesky(noise_cov) @ rng.normal(size=m)
+    prior_prec = np.diag(prior_std**-2)
+    noise_prec = np.linalg.inv(noise_cov)
+    post_cov = np.linalg.inv(H.T @ noise_prec @ H + prior_prec)
+    post_mean = post_cov @ (H.T @ noise_prec @ y + prior_prec @ prior_mean)
+    return LinearProblem(H, y, noise_cov, noise_std, prior_mean, prior_std, post_mean, post_cov)
+
+
+@pytest.fixture
+def linear_problem() -> LinearProblem:
+    return make_linear_problem()
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)

@@ -1,0 +1,248 @@
+"""EKI against closed forms (linear-Gaussian problems) and its options and errors."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import make_linear_problem
+
+import ekibnn as ek
+from ekibnn.ensemble import flatten, unflatten
+
+
+def _setup(problem, dtype=jnp.float32, dense=False):
+    noise = problem.noise_cov if dense else problem.noise_std
+    obs = ek.Observation(jnp.asarray(problem.y, dtype), jnp.asarray(noise, dtype))
+    prior = ek.GaussianPrior(
+        jnp.asarray(problem.prior_mean, dtype), jnp.asarray(problem.prior_std, dtype)
+    )
+    return obs, prior
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_stochastic_eki_to_time_one_samples_the_posterior(dense):
+    """Perturbed-observation EKI tempered to T = 1 is exact for linear-Gaussian problems as
+    J -> infinity; check mean and covariance within Monte-Carlo tolerance at J = 4000."""
+    problem = make_linear_problem(m=6, p=3, seed=1, correlated=dense)
+    obs, prior = _setup(problem, dense=dense)
+    algo = ek.eki(problem.forward, obs, prior=prior)
+    j = 4000
+    key = jax.random.key(2)
+    result = ek.run(key, algo, prior.sample(jax.random.key(3), j), num_steps=200, progress=False)
+    assert 1 < result.num_steps < 200  # the data-misfit controller stopped at T = 1
+    np.testing.assert_allclose(result.history.time[-1], 1.0, rtol=1e-5)
+    theta = np.asarray(result.particles, np.float64)
+    sd = np.sqrt(np.diag(problem.post_cov))
+    # mean: 5 Monte-Carlo standard errors (plus the EnKF's O(1/J) bias)
+    np.testing.assert_array_less(np.abs(theta.mean(0) - problem.post_mean), 5 * sd / np.sqrt(j))
+    # covariance: relative error of the sample covariance ~ sqrt(2/J) = 2.2%; allow 12%
+    cov = np.cov(theta.T)
+    rel = np.abs(cov - problem.post_cov) / np.outer(sd, sd)
+    assert rel.max() < 0.12, rel
+
+
+def test_deterministic_eki_converges_to_least_squares_in_ensemble_span():
+    """Deterministic EKI stays in the initial ensemble's affine span and its mean approaches
+    the least-squares solution restricted to that span (Iglesias et al. 2013; Schillings &
+    Stuart 2017)."""
+    with jax.enable_x64(True):
+        problem = make_linear_problem(m=8, p=6, seed=4)
+        obs, prior = _setup(problem, jnp.float64)
+        x0 = prior.sample(jax.random.key(0), 4)  # span of dimension 3 < p
+        algo = ek.eki(
+            problem.forward,
+            obs,
+            prior=prior,
+            stochastic=False,
+            scheduler=ek.schedulers.constant(1.0),
+        )
+        result = ek.run(jax.random.key(1), algo, x0, num_steps=3000, progress=False)
+        x0 = np.asarray(x0)
+        basis = (x0[1:] - x0[0]).T  # (p, 3)
+        whiten = 1 / problem.noise_std[:, None]
+        coef = np.linalg.lstsq(
+            whiten * (problem.H @ basis), whiten[:, 0] * (problem.y - problem.H @ x0[0]), rcond=None
+        )[0]
+        best = x0[0] + basis @ coef
+        final = np.asarray(result.particles)
+        # every member is still in the affine span
+        resid = final - x0[0]
+        proj = basis @ np.linalg.lstsq(basis, resid.T, rcond=None)[0]
+        np.testing.assert_allclose(proj.T, resid, atol=1e-8)
+        # the mean has converged to the restricted least-squares solution
+        assert np.linalg.norm(final.mean(0) - best) < 1e-2 * np.linalg.norm(best)
+        # and the ensemble collapses
+        assert result.history.spread[-1] < 1e-2 * result.history.spread[0]
+
+
+def test_regularized_eki_converges_to_tikhonov_map():
+    """Extended-state (Tikhonov) EKI iterated deterministically converges to the minimiser of
+    ||Gamma^{-1/2}(y - H theta)||^2 + ||C0^{-1/2}(theta - m0)||^2, the posterior mean here."""
+    with jax.enable_x64(True):
+        problem = make_linear_problem(m=4, p=5, seed=7)  # under-determined without the prior
+        obs, prior = _setup(problem, jnp.float64)
+        algo = ek.eki(
+            problem.forward,
+            obs,
+            prior=prior,
+            stochastic=False,
+            regularize=True,
+            scheduler=ek.schedulers.constant(1.0),
+        )
+        x0 = prior.sample(jax.random.key(0), 30)
+        result = ek.run(jax.random.key(1), algo, x0, num_steps=2000, progress=False)
+        mean = np.asarray(result.particles).mean(0)
+        np.testing.assert_allclose(mean, problem.post_mean, atol=5e-3)
+        # without the regularisation it goes elsewhere (the problem is under-determined)
+        plain = ek.eki(
+            problem.forward,
+            obs,
+            prior=prior,
+            stochastic=False,
+            scheduler=ek.schedulers.constant(1.0),
+        )
+        other = ek.run(jax.random.key(1), plain, x0, num_steps=2000, progress=False)
+        assert np.abs(np.asarray(other.particles).mean(0) - problem.post_mean).max() > 5e-2
+
+
+def test_space_choice_gives_the_same_step(key):
+    problem = make_linear_problem(m=12, p=4, seed=3)
+    obs, prior = _setup(problem)
+    x0 = prior.sample(key, 8)  # m > J
+    outs = []
+    for space in ("data", "ensemble"):
+        algo = ek.eki(problem.forward, obs, prior=prior, space=space)
+        state, _ = algo.step(jax.random.key(5), algo.init(x0))
+        outs.append(np.asarray(state.particles))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+
+
+def test_pytree_parameters_match_flat_parameters(key):
+    problem = make_linear_problem(m=7, p=6, seed=5)
+    obs, prior = _setup(problem)
+    x0 = prior.sample(key, 16)
+    template = {"w": jnp.zeros((16, 2, 2)), "b": (jnp.zeros((16, 2)),)}
+    tree0 = unflatten(x0, template)
+
+    def tree_forward(params):
+        return problem.forward(jnp.concatenate([params["b"][0], params["w"].reshape(-1)]))
+
+    for kwargs in ({}, {"inflation": 0.1, "multiplicative_inflation": 0.2, "batch_size": 4}):
+        flat_algo = ek.eki(problem.forward, obs, **kwargs)
+        tree_algo = ek.eki(tree_forward, obs, **kwargs)
+        s_flat, i_flat = flat_algo.step(jax.random.key(9), flat_algo.init(x0))
+        s_tree, i_tree = tree_algo.step(jax.random.key(9), tree_algo.init(tree0))
+        np.testing.assert_allclose(
+            flatten(s_tree.particles), s_flat.particles, rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(i_tree.misfit, i_flat.misfit, rtol=1e-6)
+
+
+def test_equinox_module_parameters(key):
+    model = eqx.nn.MLP(1, 1, 8, 1, key=key)
+    x = jnp.linspace(-1, 1, 10)[:, None]
+    y = jnp.sin(3 * x[:, 0])
+    prior = ek.GaussianPrior.like(model, std=1.0)
+    algo = ek.eki(
+        lambda mlp: jax.vmap(mlp)(x)[:, 0],
+        ek.Observation(y, 0.1),
+        prior=prior,
+        scheduler=ek.schedulers.constant(1.0),
+    )
+    result = ek.run(key, algo, prior.sample(key, 32), num_steps=20, progress=False)
+    assert isinstance(result.particles, eqx.nn.MLP)
+    assert result.history.misfit[-1] < 0.2 * result.history.misfit[0]
+
+
+def test_minibatch_indexed_forward_matches_full_forward(key):
+    problem = make_linear_problem(m=20, p=3, seed=6)
+    obs, prior = _setup(problem)
+    x0 = prior.sample(key, 10)
+    H = jnp.asarray(problem.H, jnp.float32)
+    full = ek.eki(problem.forward, obs, batch_size=5)
+    indexed = ek.eki(lambda th, idx: H[idx] @ th, obs, batch_size=5, indexed_forward=True)
+    a, ia = full.step(jax.random.key(1), full.init(x0))
+    b, ib = indexed.step(jax.random.key(1), indexed.init(x0))
+    np.testing.assert_allclose(a.particles, b.particles, rtol=1e-6)
+    np.testing.assert_allclose(ia.misfit, ib.misfit, rtol=1e-6)
+    # a minibatch step differs from a full step
+    c, _ = ek.eki(problem.forward, obs).step(jax.random.key(1), full.init(x0))
+    assert not np.allclose(a.particles, c.particles)
+
+
+def test_inflation_without_information_scales_spread(key):
+    obs = ek.Observation(jnp.zeros(3), 1.0)
+    x0 = jax.random.normal(key, (5000, 4))
+    spread0 = float(jnp.sqrt(jnp.mean(jnp.var(x0, axis=0, ddof=1))))
+    constant_fn = lambda th: jnp.zeros(3) + 0.0 * th[0]  # noqa: E731 - no information
+    algo = ek.eki(constant_fn, obs, multiplicative_inflation=0.44, stochastic=False)
+    state, _ = algo.step(jax.random.key(1), algo.init(x0))
+    spread1 = float(jnp.sqrt(jnp.mean(jnp.var(state.particles, axis=0, ddof=1))))
+    np.testing.assert_allclose(spread1, 1.2 * spread0, rtol=1e-4)
+    algo = ek.eki(constant_fn, obs, inflation=0.5, stochastic=False)
+    state, _ = algo.step(jax.random.key(1), algo.init(x0))
+    var1 = float(jnp.mean(jnp.var(state.particles, axis=0, ddof=1)))
+    np.testing.assert_allclose(var1, spread0**2 + 0.25, rtol=0.05)
+
+
+def test_failed_members_are_excluded_and_redrawn(key):
+    problem = make_linear_problem(m=5, p=3, seed=8)
+    obs, prior = _setup(problem)
+    x0 = prior.sample(key, 64)
+    bad = x0[:, 0] > jnp.quantile(x0[:, 0], 0.75)
+
+    def fragile(theta):
+        out = problem.forward(theta)
+        return jnp.where(theta[0] > jnp.quantile(x0[:, 0], 0.75), jnp.nan, out)
+
+    algo = ek.eki(fragile, obs, scheduler=ek.schedulers.constant(0.5), stochastic=False)
+    state, info = algo.step(jax.random.key(1), algo.init(x0))
+    assert int(info.n_failed) == int(bad.sum()) == 16
+    assert np.all(np.isfinite(np.asarray(state.particles)))
+    assert np.isfinite(float(info.misfit))
+    # the good members get exactly the update computed from the good members alone
+    good = ek.eki(problem.forward, obs, scheduler=ek.schedulers.constant(0.5), stochastic=False)
+    ref, ref_info = good.step(jax.random.key(1), good.init(x0[~bad]))
+    np.testing.assert_allclose(state.particles[~bad], ref.particles, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(info.misfit, ref_info.misfit, rtol=1e-6)
+    # the failed ones are redrawn near the updated good ensemble (not copies of old values)
+    redrawn = np.asarray(state.particles[bad])
+    centre, sd = np.asarray(ref.particles).mean(0), np.asarray(ref.particles).std(0)
+    assert np.all(np.abs(redrawn - centre) < 6 * sd)
+    # over a run the failures are reported per step in the history
+    result = ek.run(key, algo, x0, num_steps=3, progress=False)
+    assert result.history.n_failed[0] == 16
+
+
+def test_too_few_finite_members_is_a_clear_error(key):
+    obs = ek.Observation(jnp.zeros(2), 1.0)
+    algo = ek.eki(lambda th: th * jnp.nan, obs)
+    with pytest.raises(Exception, match="fewer than 2 ensemble members"):
+        ek.run(key, algo, jax.random.normal(key, (8, 2)), num_steps=2, progress=False)
+
+
+def test_bad_inputs_raise_clear_errors(key):
+    problem = make_linear_problem(m=5, p=3)
+    obs, prior = _setup(problem)
+    x0 = prior.sample(key, 8)
+    with pytest.raises(ek.InputError, match=r"shape \(5,\)"):
+        ek.eki(lambda th: jnp.zeros(4), obs).init(x0)
+    with pytest.raises(ek.InputError, match="J >= 2"):
+        ek.eki(problem.forward, obs).init(x0[:1])
+    with pytest.raises(ek.InputError, match="batch_size"):
+        ek.eki(problem.forward, obs, batch_size=6)
+    with pytest.raises(ek.InputError, match="batch_size"):
+        ek.eki(problem.forward, obs, batch_size=0)
+    with pytest.raises(ek.InputError, match="prior's structure"):
+        ek.eki(problem.forward, obs, prior=prior).init({"theta": x0})
+    with pytest.raises(ek.InputError, match="prior's structure"):
+        ek.eki(problem.forward, obs, prior=prior).init(jnp.zeros((8, 4)))
+    with pytest.raises(ek.InputError, match="a prior"):
+        ek.eki(problem.forward, obs, regularize=True)
+    with pytest.raises(ek.InputError, match="Observation"):
+        ek.eki(problem.forward, problem.y)
+    with pytest.raises(ek.InputError, match="ONE member"):
+        ek.eki(lambda th: th @ jnp.zeros((7, 5)), obs).init(x0)
+    with pytest.raises(ek.InputError, match="same leading"):
+        ek.eki(problem.forward, obs).init({"a": jnp.zeros((8, 2)), "b": jnp.zeros((7, 1))})
