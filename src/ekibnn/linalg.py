@@ -53,12 +53,13 @@ def kalman_increment(
     if space == "auto":
         space = "data" if m <= j else "ensemble"
     b, w, a = output_anomalies, innovations, param_anomalies
+    k, p = w.shape[0], a.shape[1]
     if space == "data":
         factor = cho_factor(b.T @ b + jnp.eye(m, dtype=b.dtype), lower=True)
+        if p <= k:  # solve against the p columns of C^{G theta} = B^T A
+            return w @ cho_solve(factor, b.T @ a)
         solved = cho_solve(factor, w.T).T  # (K, m) = W (B^T B + I)^{-1}
-        # Two association orders; pick the cheaper by static shapes.
-        k, p = w.shape[0], a.shape[1]
-        if k * j * (m + p) <= 2 * m * p * max(j, k):
+        if k * j * (m + p) <= m * p * (j + k):  # cheaper association by static shapes
             return (solved @ b.T) @ a
         return solved @ (b.T @ a)
     if space == "ensemble":
