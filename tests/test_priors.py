@@ -45,3 +45,13 @@ def test_bad_prior_inputs():
         ek.GaussianPrior({"n": 3}, 1.0)
     with pytest.raises(ek.InputError, match="structure"):
         ek.GaussianPrior({"a": jnp.zeros(2)}, {"b": 1.0})
+
+
+def test_flatten_member_round_trip():
+    from ekibnn.ensemble import flatten_member, unflatten_member
+
+    model = eqx.nn.MLP(2, 1, 3, 1, key=jax.random.key(0))
+    flat = flatten_member(model)
+    back = unflatten_member(flat + 1.0, model)
+    assert isinstance(back, eqx.nn.MLP)
+    np.testing.assert_allclose(flatten_member(back), flat + 1.0)

@@ -11,9 +11,19 @@ Example:
     (100, 2)
 """
 
-from ekibnn import ensemble, linalg, schedulers
+from ekibnn import bnn, datasets, ensemble, linalg, metrics, schedulers
 from ekibnn.errors import InputError
-from ekibnn.inversion import EKIInfo, EKIState, KalmanAlgorithm, eki
+from ekibnn.estimators import EKIClassifier, EKIRegressor
+from ekibnn.inversion import (
+    EKIInfo,
+    EKIState,
+    KalmanAlgorithm,
+    UKIInfo,
+    UKIState,
+    eki,
+    etki,
+    uki,
+)
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 from ekibnn.run import RunResult, run
@@ -21,16 +31,25 @@ from ekibnn.run import RunResult, run
 __version__ = "0.1.0"
 
 __all__ = [
+    "EKIClassifier",
     "EKIInfo",
+    "EKIRegressor",
     "EKIState",
     "GaussianPrior",
     "InputError",
     "KalmanAlgorithm",
     "Observation",
     "RunResult",
+    "UKIInfo",
+    "UKIState",
+    "bnn",
+    "datasets",
     "eki",
     "ensemble",
+    "etki",
     "linalg",
+    "metrics",
     "run",
     "schedulers",
+    "uki",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "masked_anomalies",
     "masked_mean",
     "unflatten",
+    "unflatten_member",
 ]
 
 
@@ -77,6 +78,18 @@ def unflatten(x: Float[Array, "J p"], template: PyTree) -> PyTree:
         size = leaf[0].size
         out.append(x[:, start : start + size].reshape(leaf.shape).astype(leaf.dtype))
         start += size
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, out), static)
+
+
+def unflatten_member(x: Float[Array, " p"], template: PyTree) -> PyTree:
+    """Inverse of :func:`flatten_member`: a ``(p,)`` vector back into one member shaped like
+    ``template`` (a single member, no ensemble axis), keeping its static leaves and dtypes."""
+    dynamic, static = eqx.partition(template, eqx.is_inexact_array)
+    leaves, treedef = jax.tree_util.tree_flatten(dynamic)
+    out, start = [], 0
+    for leaf in leaves:
+        out.append(x[start : start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
+        start += leaf.size
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, out), static)
 
 

@@ -56,6 +56,14 @@ def _positive(name: str, value: float) -> None:
         raise input_error(name, "a positive number", repr(value), "pass a value > 0")
 
 
+def _land_on(step: Array, time: Array, final_time: float) -> tuple[Array, Array]:
+    """Clip ``step`` so the time lands exactly on ``final_time``; a step that would stop within
+    a relative 1e-6 of it is stretched to reach it (no sliver of a final step)."""
+    remaining = final_time - time
+    done = time + step >= final_time * (1 - 1e-6)
+    return jnp.where(done, remaining, step), done
+
+
 def constant(dt: float = 1.0, final_time: float | None = None) -> Scheduler:
     """Fixed step ``dt`` every iteration. With ``final_time`` the run stops once the algorithm
     time reaches it (the last step is shortened to land on it exactly); without, the run lasts
@@ -69,8 +77,7 @@ def constant(dt: float = 1.0, final_time: float | None = None) -> Scheduler:
         step = jnp.asarray(dt, stats.time.dtype)
         if final_time is None:
             return step, jnp.asarray(False), state
-        step = jnp.minimum(step, final_time - stats.time)
-        return step, stats.time + step >= final_time * (1 - 1e-6), state
+        return (*_land_on(step, stats.time, final_time), state)
 
     return Scheduler(lambda: (), next_)
 
@@ -94,8 +101,7 @@ def data_misfit(final_time: float = 1.0) -> Scheduler:
         tiny = jnp.finfo(phi.dtype).tiny
         m = stats.num_obs
         step = jnp.maximum(m / (2 * mean + tiny), jnp.sqrt(m / (2 * var + tiny)))
-        dt = jnp.minimum(step, final_time - stats.time)
-        return dt, stats.time + dt >= final_time * (1 - 1e-6), state
+        return (*_land_on(step, stats.time, final_time), state)
 
     return Scheduler(lambda: (), next_)
 

@@ -15,7 +15,8 @@ One step, for members ``j = 1..J`` with outputs ``G_j = G(theta_j)`` on this ste
   (the tutorial's ``sigma_xi``); ``multiplicative_inflation``: anomalies scaled by
   ``sqrt(1 + multiplicative_inflation)`` before the update;
 * ``regularize``: Tikhonov / extended-state EKI (Chada, Stuart & Tong 2020): observe
-  ``[G(theta); theta]`` against ``[y; prior mean]`` with noise ``blockdiag(Gamma, C_0)``;
+  ``[G(theta); theta]`` against ``[y; prior mean]`` with noise ``blockdiag(Gamma, C_0)``
+  (``C_0 m / b`` with minibatches of ``b`` of ``m`` observations);
 * failure handling: members with a non-finite output are left out of all statistics and
   redrawn from the Gaussian fitted to the updated successful members.
 
@@ -39,7 +40,7 @@ from ekibnn.linalg import Space, kalman_increment
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
-__all__ = ["EKIInfo", "EKIState", "KalmanAlgorithm", "eki"]
+__all__ = ["EKIInfo", "EKIState", "KalmanAlgorithm", "check_forward", "eki"]
 
 
 class EKIState(NamedTuple):
@@ -180,7 +181,7 @@ def eki(
         raise input_error(
             "regularize=True", "a prior", "prior=None", "pass prior=ek.GaussianPrior(...)"
         )
-    if inflation < 0 or multiplicative_inflation < 0:
+    if not (inflation >= 0 and multiplicative_inflation >= 0):
         raise input_error(
             "inflation", "values >= 0", f"{inflation}, {multiplicative_inflation}", "use >= 0"
         )
@@ -226,6 +227,8 @@ def eki(
 
         if batch_size is None:
             indices, batch = None, obs
+        elif batch_size == m:  # indexed forward on every observation: no shuffle needed
+            indices, batch = jnp.arange(m), obs
         else:
             indices = jax.random.permutation(key_batch, m)[:batch_size]
             batch = obs.subset(indices)
@@ -242,7 +245,7 @@ def eki(
         )
         outputs = jnp.where(ok[:, None], outputs, 0)
         residual = batch.whiten(batch.y - outputs)  # (J, m_step) whitened y - G_j
-        misfits = 0.5 * jnp.sum(residual**2, axis=1)
+        misfits = jnp.where(ok, 0.5 * jnp.sum(residual**2, axis=1), 0)
         mean_output = jnp.sum(jnp.where(ok[:, None], outputs, 0), axis=0) / count
         mean_misfit = batch.misfit(mean_output)
 
@@ -254,8 +257,11 @@ def eki(
         outputs_w = batch.whiten(outputs)
         innovation = residual
         if regularize:
-            outputs_w = jnp.concatenate([outputs_w, x / prior.flat_std()], axis=1)
-            prior_residual = (prior.flat_mean() - x) / prior.flat_std()
+            # With minibatches of b of m observations the prior block is down-weighted by
+            # b / m (covariance times m / b), so data and prior are each counted once per epoch.
+            prior_std = prior.flat_std() * jnp.sqrt(m / m_step)
+            outputs_w = jnp.concatenate([outputs_w, x / prior_std], axis=1)
+            prior_residual = (prior.flat_mean() - x) / prior_std
             innovation = jnp.concatenate([innovation, prior_residual], axis=1)
         _, param_anom = masked_anomalies(x, ok, count)
         _, output_anom = masked_anomalies(outputs_w, ok, count)

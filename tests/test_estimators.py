@@ -1,0 +1,245 @@
+"""Tests for ekibnn.estimators: behaviour on small problems and scikit-learn conformance."""
+
+import os
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_blobs
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import estimator_checks
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from ekibnn.datasets import sine_truth, tutorial_sine
+from ekibnn.estimators import EKIClassifier, EKIRegressor
+
+# Tiny settings: every fit compiles in about a second and runs in milliseconds.
+SMALL = dict(hidden=(8,), ensemble_size=16, num_steps=30)
+
+
+def small_regressor(**kw):
+    return EKIRegressor(**{**SMALL, **kw})
+
+
+def small_classifier(**kw):
+    return EKIClassifier(**{**SMALL, **kw})
+
+
+@pytest.fixture(scope="module")
+def sine():
+    X, y = tutorial_sine(seed=0, n=200)
+    Xt, yt = tutorial_sine(seed=1, n=200)
+    inner = np.abs(Xt[:, 0]) < 1.5
+    return X, y, Xt[inner], yt[inner]
+
+
+@pytest.fixture(scope="module")
+def fitted_sine(sine):
+    X, y, _, _ = sine
+    return EKIRegressor(hidden=(16,), ensemble_size=32, num_steps=100).fit(X, y)
+
+
+def test_regressor_fits_sine_far_better_than_prior(sine, fitted_sine):
+    _, _, Xt, yt = sine
+    # the N(0, 1) prior's predictive mean is the zero function (odd activation, zero-mean prior)
+    rmse_prior = np.sqrt(np.mean(sine_truth(Xt) ** 2))
+    rmse = np.sqrt(np.mean((fitted_sine.predict(Xt) - sine_truth(Xt)) ** 2))
+    assert rmse < 0.2 * rmse_prior and rmse < 0.1
+    assert fitted_sine.score(Xt, yt) > 0.9
+    assert 0.05 < fitted_sine.noise_ < 0.2  # true noise std 0.1
+
+
+def test_regressor_return_std_and_samples(sine, fitted_sine):
+    _, _, Xt, yt = sine
+    mean, std = fitted_sine.predict(Xt, return_std=True)
+    assert mean.shape == std.shape == (Xt.shape[0],)
+    assert np.all(std > 0) and np.all(std >= fitted_sine.noise_ - 1e-12)  # includes noise
+    samples = fitted_sine.sample_predictions(Xt)
+    assert samples.shape == (32, Xt.shape[0])
+    np.testing.assert_allclose(samples.mean(0), mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.sqrt(samples.var(0) + fitted_sine.noise_**2), std, rtol=1e-6)
+    coverage = np.mean(np.abs(yt - mean) <= 1.96 * std)
+    assert coverage > 0.85
+    np.testing.assert_array_equal(fitted_sine.predict(Xt), mean)
+
+
+def test_regressor_known_noise_and_holdout_noise(sine):
+    X, y, _, _ = sine
+    assert small_regressor(noise=0.3).fit(X, y).noise_ == pytest.approx(0.3)
+    reg = small_regressor(validation_fraction=0.25).fit(X, y)  # 150 rows: same padded shape
+    assert reg.noise_ > 0 and reg.n_iter_ == 30
+    assert reg.history_.shape == (30,)
+
+
+def test_regressor_undoes_target_scaling(sine):
+    X, y, Xt, _ = sine
+    a = small_regressor().fit(X, y)
+    b = small_regressor().fit(X, 100.0 * y + 5.0)
+    # identical up to float32 rounding of the standardised targets (amplified by the run)
+    atol = 0.03 * 100.0 * y.std()
+    np.testing.assert_allclose(b.predict(Xt), 100.0 * a.predict(Xt) + 5.0, atol=atol)
+    assert b.noise_ == pytest.approx(100.0 * a.noise_, rel=0.05)
+
+
+def test_classifier_separable_problem():
+    X, y = make_blobs(n_samples=120, centers=[[-3, -3], [3, 3], [3, -3]], random_state=0)
+    labels = np.array(["a", "b", "c"])[y]
+    clf = small_classifier().fit(X, labels)
+    assert list(clf.classes_) == ["a", "b", "c"]
+    assert clf.score(X, labels) > 0.95
+    proba = clf.predict_proba(X)
+    assert proba.shape == (120, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(1)])
+    assert clf.sample_predictions(X[:5]).shape == (16, 5, 3)
+
+
+def test_classifier_needs_two_classes():
+    with pytest.raises(ValueError, match="1 class"):
+        small_classifier().fit(np.zeros((4, 2)), np.ones(4))
+
+
+def test_clone_get_set_params_round_trip():
+    reg = EKIRegressor(hidden=(7, 3), noise=0.2, random_state=5)
+    params = reg.get_params()
+    assert params["hidden"] == (7, 3) and params["noise"] == 0.2
+    twin = clone(reg)
+    assert twin.get_params() == params and twin is not reg
+    assert twin.set_params(ensemble_size=12, inflation=0.0) is twin
+    assert twin.get_params()["ensemble_size"] == 12
+    assert reg.get_params()["ensemble_size"] == 100
+    clf = EKIClassifier(pseudo_noise=0.2)
+    assert clone(clf).get_params() == clf.get_params()
+
+
+def test_nan_input_and_unfitted_errors(sine):
+    X, y, _, _ = sine
+    reg = small_regressor()
+    with pytest.raises(NotFittedError):
+        reg.predict(X)
+    bad = X.copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        reg.fit(bad, y)
+    ybad = y.copy()
+    ybad[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        reg.fit(X, ybad)
+    reg.fit(X, y)
+    with pytest.raises(ValueError, match="NaN"):
+        reg.predict(bad)
+    with pytest.raises(ValueError, match="features"):
+        reg.predict(np.ones((3, 2)))
+    with pytest.raises(NotFittedError):
+        small_classifier().predict_proba(X)
+
+
+def test_bad_hyperparameters_raise_at_fit(sine):
+    X, y, _, _ = sine
+    for kw, match in [
+        (dict(ensemble_size=1), "ensemble_size"),
+        (dict(hidden=(0,)), "hidden"),
+        (dict(activation="swish"), "activation"),
+        (dict(method="uki"), "method"),
+        (dict(noise=-1.0), "noise"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(validation_fraction=1.5), "validation_fraction"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            small_regressor(**kw).fit(X, y)
+
+
+def test_same_random_state_same_predictions(sine):
+    X, y, Xt, _ = sine
+    a = small_regressor(random_state=3).fit(X, y).predict(Xt)
+    b = small_regressor(random_state=3).fit(X, y).predict(Xt)
+    c = small_regressor(random_state=4).fit(X, y).predict(Xt)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_minibatch_tutorial_configuration(sine):
+    X, y, Xt, _ = sine
+    reg = small_regressor(regularize=False, batch_size=50, inflation=0.02, num_steps=60)
+    reg.fit(X, y)
+    assert np.sqrt(np.mean((reg.predict(Xt) - sine_truth(Xt)) ** 2)) < 0.3
+
+
+def test_prediction_rows_do_not_depend_on_batch(sine, fitted_sine):
+    _, _, Xt, _ = sine
+    full = fitted_sine.predict(Xt)
+    np.testing.assert_array_equal(fitted_sine.predict(Xt[7:9]), full[7:9])
+
+
+# --------------------------------------------------------------------------------------
+# scikit-learn's own estimator checks
+#
+# Every fit on a new data shape compiles the EKI loop (about 1-4 s on 2 cores), so the full
+# suite (about 115 checks, all passing) takes minutes. By default we run every check that needs
+# no fit or fails fast on bad input, plus the fitting checks that matter most for users
+# (train quality, idempotence, pickling, row-subset invariance, no mutation of the estimator's
+# dict or parameters, 1-D and 2-D y, NaN/inf input). EKIBNN_FULL_SKLEARN_CHECKS=1 runs the
+# full suite via ``parametrize_with_checks``.
+# --------------------------------------------------------------------------------------
+
+_NO_FIT_CHECKS = [
+    "check_estimator_cloneable",
+    "check_estimator_repr",
+    "check_no_attributes_set_in_init",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_mixin_order",
+    "check_estimator_tags_renamed",
+    "check_valid_tag_types",
+    "check_do_not_raise_errors_in_init_or_set_params",
+    "check_estimators_unfitted",
+    "check_fit1d",
+    "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix",
+    "check_complex_data",
+    "check_estimators_empty_data_messages",
+    "check_requires_y_none",
+    "check_supervised_y_no_nan",
+]
+_FIT_CHECKS = [
+    "check_fit2d_predict1d",
+    "check_dict_unchanged",
+    "check_dont_overwrite_parameters",
+    "check_estimators_fit_returns_self",
+    "check_estimators_nan_inf",
+    "check_methods_subset_invariance",
+    "check_fit_idempotent",
+    "check_estimators_pickle",
+    "check_supervised_y_2d",
+]
+_REGRESSOR_CHECKS = ["check_regressors_train"]
+_CLASSIFIER_CHECKS = [
+    "check_classifiers_regression_target",
+    "check_classifiers_one_label",
+    "check_classifiers_train",
+]
+
+_ESTIMATORS = [small_regressor(), small_classifier()]
+
+if os.environ.get("EKIBNN_FULL_SKLEARN_CHECKS") == "1":
+
+    @parametrize_with_checks(_ESTIMATORS)
+    def test_sklearn_estimator_checks(estimator, check):
+        check(estimator)
+
+else:
+    _CASES = [
+        (est, name)
+        for est in _ESTIMATORS
+        for name in _NO_FIT_CHECKS
+        + _FIT_CHECKS
+        + (_REGRESSOR_CHECKS if isinstance(est, EKIRegressor) else _CLASSIFIER_CHECKS)
+    ]
+
+    @pytest.mark.parametrize(
+        "estimator, check_name", _CASES, ids=[f"{type(e).__name__}-{n}" for e, n in _CASES]
+    )
+    def test_sklearn_estimator_checks(estimator, check_name):
+        check = getattr(estimator_checks, check_name)
+        check(type(estimator).__name__, clone(estimator))
