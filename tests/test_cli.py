@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -47,3 +48,63 @@ def test_demo_rejects_unknown_config(tmp_path):
     result = runner.invoke(app, ["demo", "--config", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert "expected one of" in result.output
+
+
+@pytest.mark.parametrize(("dataset", "key"), [("diabetes", "coverage_95"), ("wine", "accuracy")])
+def test_fit_bundled_dataset(tmp_path, dataset, key):
+    args = [
+        "fit",
+        "--dataset",
+        dataset,
+        "--out",
+        str(tmp_path),
+        "--ensemble-size",
+        "16",
+        "--steps",
+        "20",
+        "--hidden",
+        "8",
+        "--no-progress",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 <= metrics[key] <= 1
+    assert (tmp_path / "calibration.png").exists()
+
+
+def test_fit_csv_and_its_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=60)
+    csv = tmp_path / "data.csv"
+    csv.write_text("a,b,target\n" + "".join(f"{xi:.4f},{xi**2:.4f},{np.sin(xi):.4f}\n" for xi in x))
+    out = tmp_path / "out"
+    ok = runner.invoke(
+        app,
+        [
+            "fit",
+            "--dataset",
+            str(csv),
+            "--target",
+            "target",
+            "--out",
+            str(out),
+            "--ensemble-size",
+            "8",
+            "--steps",
+            "5",
+            "--no-progress",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "rmse" in json.loads((out / "metrics.json").read_text())
+    missing = runner.invoke(app, ["fit", "--dataset", str(tmp_path / "nope.csv"), "--target", "y"])
+    assert missing.exit_code == 1 and "error:" in missing.output
+    column = runner.invoke(app, ["fit", "--dataset", str(csv), "--target", "zzz"])
+    assert column.exit_code == 1 and "zzz" in column.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,target\n1.0,2.0\nhello,3.0\n")
+    text = runner.invoke(app, ["fit", "--dataset", str(bad), "--target", "target"])
+    assert text.exit_code == 1 and "error:" in text.output
+    no_target = runner.invoke(app, ["fit", "--dataset", str(csv)])
+    assert no_target.exit_code == 1 and "--target" in no_target.output

@@ -104,7 +104,7 @@ def fit(
         else:
             if target is None:
                 _fail("--target: expected the name of the target column for a CSV file; got none")
-            X, y, kind = load_csv(dataset, target, task=task)
+            X, y, kind = load_csv(dataset, target, task=task or "auto")
     except InputError as err:
         _fail(str(err))
     if not 0 < test_size < 1:
