@@ -65,6 +65,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ekibnn import schedulers
@@ -238,6 +239,7 @@ class _EKIBase(BaseEstimator):
             return int(rs.randint(2**31 - 1))
         raise ValueError(f"random_state: expected None, an int or a RandomState; got {rs!r}")
 
+    @threadpool_limits.wrap(limits=1, user_api="blas")  # as in ekibnn.run: see blas_threads
     def _fit_ensemble(self, seed, X, y, out_size, task, num_classes, noise, X_val=None, y_val=None):
         """Draw the prior ensemble and run EKI in rounds; returns
         ``(particles, noise_std, misfits)`` (noise in the units of ``y``, standardised)."""
