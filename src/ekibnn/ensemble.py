@@ -7,6 +7,7 @@ algorithms ravel the parameters to a ``(J, p)`` matrix only at the linear-algebr
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -75,7 +76,7 @@ def unflatten(x: Float[Array, "J p"], template: PyTree) -> PyTree:
     leaves, treedef = jax.tree_util.tree_flatten(dynamic)
     out, start = [], 0
     for leaf in leaves:
-        size = leaf[0].size
+        size = math.prod(leaf.shape[1:])
         out.append(x[:, start : start + size].reshape(leaf.shape).astype(leaf.dtype))
         start += size
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, out), static)
