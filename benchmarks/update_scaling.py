@@ -95,10 +95,15 @@ def main() -> None:
         )
     fits = {}
     for j in js:
-        fits[f"J={j}: exponent in m (p={ps[0]}, m>=J)"] = slope(
-            [r for r in rows if r["m"] >= j], "m", {"J": j, "p": ps[0]}
+        # exponents from the two largest sizes (the small ones are dominated by fixed costs)
+        big_m = [r for r in rows if r["m"] >= sorted(ms)[-2]]
+        big_p = [r for r in rows if r["p"] >= sorted(ps)[-2]]
+        fits[f"J={j}: exponent in m (p={ps[0]}, m {sorted(ms)[-2]}->{ms[-1]})"] = slope(
+            big_m, "m", {"J": j, "p": ps[0]}
         )
-        fits[f"J={j}: exponent in p (m={ms[-1]})"] = slope(rows, "p", {"J": j, "m": ms[-1]})
+        fits[f"J={j}: exponent in p (m={ms[0]}, p {sorted(ps)[-2]}->{ps[-1]})"] = slope(
+            big_p, "p", {"J": j, "m": ms[0]}
+        )
     print("\n| J | m | p | space | time per update (ms) | peak temp (MiB) | m x m would be (MiB) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -172,6 +172,48 @@ def fit(
     typer.echo(f"wrote {out / 'metrics.json'} and plots in {out}")
 
 
+@app.command()
+def pinn(
+    problem: Annotated[
+        str, typer.Argument(help="poisson1d | diffusion_reaction2d | damped_oscillator")
+    ],
+    noise: Annotated[float, typer.Option(help="Noise std of the measurements.")] = 0.1,
+    method: Annotated[str, typer.Option(help="Inversion recipe (see ekibnn.pinn.fit).")] = "eki",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/pinn"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    scale: Annotated[
+        float, typer.Option(help="Shrink ensemble and steps by this factor (smoke tests).")
+    ] = 1.0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Bayesian PINN inverse problem: posterior of the physical parameters and of u; writes
+    metrics.json, solution.png and parameters.png."""
+    from ekibnn.errors import InputError
+    from ekibnn.pinn import PROBLEMS, run_pinn
+
+    if problem not in PROBLEMS:
+        _fail(f"PROBLEM: expected one of {sorted(PROBLEMS)}; got {problem!r}")
+    if not 0 < scale <= 1:
+        _fail(f"--scale: expected a number in (0, 1]; got {scale}")
+    try:
+        report = run_pinn(
+            problem,
+            noise=noise,
+            method=method,
+            out_dir=out,
+            seed=seed,
+            scale=scale,
+            progress=progress,
+        )
+    except InputError as err:
+        _fail(str(err))
+    for name, post in report["parameters"].items():
+        typer.echo(f"{name:>8s}: {post['mean']:.4g} +- {post['std']:.3g} (true {post['true']})")
+    for name in ("rel_l2_u", "rel_l2_f", "coverage_u_95", "wall_time_s"):
+        typer.echo(f"{name:>14s}: {report[name]:.4g}")
+    typer.echo(f"wrote {out / 'metrics.json'}, {out / 'solution.png'}, {out / 'parameters.png'}")
+
+
 def _jsonable(value) -> bool:
     try:
         json.dumps(value)
