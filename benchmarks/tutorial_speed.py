@@ -86,24 +86,16 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
 
 
 def step_flops(j: int) -> float:
+    """Floating-point work of one tutorial step, counted by hand from the shapes (XLA's own
+    count would include the not-taken failed-member branch, a (J, J) x (J, p) product):
+    forward 2 J b sum(fan_in fan_out), Gram 2 J b^2, C^{G theta} 2 J b p, two triangular solves
+    2 b^2 p, gain application 2 J b p."""
     cfg = CONFIGS["tutorial"]
-    x, y = tutorial_sine(n=cfg.num_train)
-    model = MLP(jax.random.key(0), 1, 1, cfg.hidden)
-    prior = ek.GaussianPrior.like(model)
-    lik = regression(x, y, cfg.noise_std)
-    algo = ek.eki(
-        lik.indexed_forward_fn,
-        lik.obs,
-        scheduler=ek.schedulers.constant(1.0),
-        inflation=cfg.inflation,
-        batch_size=cfg.batch_size,
-        indexed_forward=True,
-    )
-    state = algo.init(prior.sample(jax.random.key(1), j))
-    compiled = jax.jit(algo.step).lower(jax.random.key(0), state).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", float("nan")))
+    sizes = (1, *cfg.hidden, 1)
+    layer = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    b = cfg.batch_size
+    return 2.0 * j * b * layer + 2.0 * j * b * b + 4.0 * j * b * p + 2.0 * b * b * p
 
 
 def main() -> None:
