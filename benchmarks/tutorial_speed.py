@@ -16,6 +16,7 @@ measured float32 matmul peak. Run:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -27,7 +28,6 @@ from jax.flatten_util import ravel_pytree
 from threadpoolctl import threadpool_limits
 
 import ekibnn as ek
-from ekibnn.bnn.likelihoods import regression
 from ekibnn.bnn.models import MLP, ensemble_apply
 from ekibnn.datasets import sine_truth, tutorial_sine
 from ekibnn.demo import CONFIGS, run_demo
@@ -92,8 +92,8 @@ def step_flops(j: int) -> float:
     2 b^2 p, gain application 2 J b p."""
     cfg = CONFIGS["tutorial"]
     sizes = (1, *cfg.hidden, 1)
-    layer = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    p = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    layer = sum(a * b for a, b in itertools.pairwise(sizes))
+    p = sum(a * b + b for a, b in itertools.pairwise(sizes))
     b = cfg.batch_size
     return 2.0 * j * b * layer + 2.0 * j * b * b + 4.0 * j * b * p + 2.0 * b * b * p
 
