@@ -1,5 +1,5 @@
-"""Ensemble Kalman samplers: EKS (Garbuno-Inigo, Hoffmann, Li & Stuart 2020) and ALDI
-(Garbuno-Inigo, Nüsken & Reich 2020).
+"""Ensemble Kalman samplers: EKS (Garbuno-Inigo, Hoffmann, Li & Stuart 2020, "GHLS") and ALDI
+(Garbuno-Inigo, Nüsken & Reich 2020, "GNR").
 
 Both discretise an interacting Langevin diffusion preconditioned by the ensemble covariance
 
@@ -13,40 +13,64 @@ the likelihood gradient replaced by the derivative-free Kalman-type cross-covari
     C grad_theta 0.5 |Gamma^{-1/2}(y - G(theta_j))|^2  ~  sum_k D_jk theta_k,
     D_jk = < G_k - mean G, Gamma^{-1} (G_j - y) > / J     (a J x J matrix).
 
-* **EKS** (GHLS 2020, the EKS SDE of Sec. 4 and the discrete scheme of Sec. 5.1): no
-  finite-ensemble correction; for a finite J its stationary ensemble is slightly too narrow.
-* **ALDI** (GNR 2020, Sec. 2-4): adds the finite-ensemble correction ``(p + 1)/J (theta_j -
-  mean)`` (the divergence of ``C`` w.r.t. ``theta_j``) and uses the generalised square root
-  ``C^{1/2} = A^T`` (p x J); the J-member product of the posterior, ``pi^{(x)J}``, is then
-  exactly invariant for the continuous-time dynamics. For linear ``G`` the cross-covariance is
-  the exact gradient, so the derivative-free dynamics are exact too. Needs ``J >= p + 2``.
+* **EKS** (GHLS 2020: the EKS SDE, and the discrete scheme and adaptive step of their numerical
+  section): no finite-ensemble correction; at finite J its stationary ensemble is too narrow
+  (markedly so for J close to p).
+* **ALDI** (GNR 2020, gradient-free form): adds the finite-ensemble correction
+  ``(p + 1)/J (theta_j - mean)`` (the divergence of ``C`` with respect to ``theta_j``) and uses
+  the generalised square root ``C^{1/2} = A^T`` (p x J) for the noise; the J-fold product of the
+  posterior is then exactly invariant for the continuous-time dynamics. For linear ``G`` the
+  cross-covariance is the exact gradient, so the derivative-free dynamics are exact too. Needs
+  ``J >= p + 2`` (GNR: the ensemble covariance stays non-degenerate for J > p + 1).
 
-One step (the linearly implicit split-step scheme of GHLS 2020 Sec. 5.1, as in
+One step (the linearly implicit split-step scheme of GHLS 2020, as in
 EnsembleKalmanProcesses.jl's ``Sampler``; ``K = C0^{-1}`` is diagonal):
 
     v_j      = theta_j - dt sum_k D_jk (theta_k - mean)  [+ dt (p + 1)/J (theta_j - mean)]
-    theta*_j = m0 + (I + dt C K)^{-1} (v_j - m0)                   (prior drift, implicit)
-    theta_j <- theta*_j + sqrt(2 dt) A^T xi_j,   xi_j ~ N(0, I_J)   (noise, cov 2 dt C)
+    theta*_j = m0 + (I + dt C K)^{-1} (v_j - m0)        (prior drift, linearly implicit)
+    theta_j <- theta*_j + sqrt(2 dt) C^{1/2} xi_j       (noise with covariance 2 dt C)
 
-``(I + dt A^T A K)^{-1}`` is applied with the Woodbury identity through the J x J Cholesky factor
-of ``I_J + dt A K A^T``, so no p x p (nor m x m) matrix is formed: the cost per step is
-``O(J^2 (m + p) + J^3)`` on top of the J forward evaluations.
+(``sum_k D_jk theta_k = sum_k D_jk (theta_k - mean)`` since the rows of ``D`` sum to zero.)
 
-**Step size** (the EKS-stable rule of GHLS 2020 Sec. 5.1 / EKP's ``EKSStableScheduler``, here
-capped): ``dt = min(dt0 / (|D|_F + eps), max_dt)``; see :func:`eks_stable_dt`. The cap matters:
-because the noise covariance ``2 dt C`` scales with the ensemble's own covariance, the ensemble
-variance recursion of this scheme is ``c' = c (1 - dt c l)^2 / (1 + dt c q)^2 + 2 dt c`` along a
-direction with likelihood / prior precisions ``l`` / ``q``; it blows up for any ``dt >= 1/2``
-(weakly informative data make ``|D|_F`` small and the uncapped rule would pick a huge ``dt``),
-and its stationary variance is ``(1 + dt (l + 3q) / (2 (l + q)) + O(dt^2))`` times the
-posterior's: the relative bias lies between ``dt / 2`` and ``3 dt / 2``. The posterior *mean*
-of a linear-Gaussian problem is a fixed point for every ``dt``.
+Linear algebra, never an explicit inverse, never a p x p matrix when ``p > J`` nor an m x m one
+when ``m > J``, Gamma only through :meth:`Observation.whiten`:
+
+* the likelihood drift ``D X_c = R (B^T X_c) / J`` (``R``, ``B``: whitened residuals and output
+  anomalies, ``X_c``: centred particles) and ``|D|_F``: through the (m, p) cross-covariance
+  ``B^T X_c / J`` and m x m Grams (``|D|_F^2 = tr(R^T R B^T B) / J^2``) when that is cheaper,
+  else through the J x J matrix ``D`` (always when ``m > J``);
+* the implicit prior step by a p x p Cholesky solve when ``p <= J``, else through the Woodbury
+  identity ``(I + dt A^T A K)^{-1} = I - dt A^T (I_J + dt A K A^T)^{-1} A K`` (J x J Cholesky);
+* the noise as ``xi_j A`` with ``xi_j ~ N(0, I_J)`` (ALDI's generalised square root ``A^T``)
+  when ``p > J``, else ``z_j C^{1/2}`` with ``z_j ~ N(0, I_p)`` — the same law, cheaper.
+
+Per step that is ``O(J (m + p) min(J, m + p))`` plus the J forward evaluations.
+
+**Step size** (the EKS-stable rule of GHLS 2020 / EKP's ``EKSStableScheduler``, here capped):
+``dt = min(dt0 / (|D|_F + eps), max_dt)``; see :func:`eks_stable_dt`. The first term keeps the
+explicit likelihood drift stable while the ensemble is far from the data: for linear ``G``,
+``|D|_F`` bounds the largest eigenvalue of ``C H^T Gamma^{-1} H``, so ``dt0 = 1`` (EKP's
+numerator, the default) gives an explicit step of at most one relaxation. The cap sets the
+accuracy near the posterior, where it is the binding term unless ``p_eff`` is large (below).
+It matters for stability too: because
+the noise covariance ``2 dt C`` scales with the ensemble's own covariance, the ensemble variance
+along a direction with likelihood / prior precisions ``l`` / ``q`` follows (mean field)
+``c' = c (1 - dt c l)^2 / (1 + dt c q)^2 + 2 dt c``. For ``dt >= 1/2`` it cannot settle
+(``c' >= 2 dt c``; weak data make ``|D|_F`` small and the uncapped rule would choose such a step),
+and its fixed point is ``1 + dt (l + 3q) / (2 (l + q)) + O(dt^2)`` times the posterior variance:
+a relative over-dispersion between ``dt / 2`` (data-dominated) and ``3 dt / 2`` (prior-dominated)
+— measured 1-3% at the default cap ``max_dt = 0.02``. The posterior *mean* of a linear-Gaussian
+problem is a fixed point for every ``dt``.
 
 **When it is done.** A sampler has no natural end; the run stops when the algorithm time ``t``
-(sum of ``dt``) reaches ``final_time``: the preconditioned dynamics relax at rate about 1 in
-``t`` (affine invariance: independent of the problem's scaling), so ``final_time = 10`` leaves
-``e^{-10}`` of an initial transient; the last step is shortened to land on it. The final
-ensemble is the approximate posterior sample. ``final_time=None`` runs for ``num_steps``.
+(sum of ``dt``) reaches ``final_time`` (default 10), the last step shortened to land on it. The
+ensemble first collapses from the prior like EKI (``|D|_F`` is large, the steps tiny but ``t``
+grows geometrically), then the covariance-preconditioned dynamics relax at rate about 1 in ``t``
+whatever the problem's scaling (affine invariance), so ``t = 10`` leaves about ``e^{-10}`` of the
+transient. The final ensemble is the approximate posterior sample. ``final_time=None`` runs for
+``num_steps``. Near the posterior ``dt ~ min(dt0 / sqrt(p_eff (1 + p_eff/J)), max_dt)`` with
+``p_eff`` data-informed directions, so small problems finish in ~550 steps; large ones need
+more (see ``history.time``) or a smaller ``final_time``.
 
 **Failures.** Members with a non-finite forward output are left out of every statistic (mean,
 covariance, ``D``) and redrawn from the Gaussian fitted to the updated successful members, as in
@@ -56,6 +80,7 @@ time (``eqx.error_if``).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -75,7 +100,7 @@ __all__ = ["EKSInfo", "EKSState", "aldi", "eks", "eks_stable_dt"]
 
 Space = Literal["auto", "parameter", "ensemble"]
 
-#: The scheme's ensemble covariance grows without bound for dt >= 1/2 (module docstring).
+#: The scheme's ensemble covariance cannot settle for dt >= 1/2 (module docstring).
 _UNSTABLE_DT = 0.5
 
 
@@ -101,7 +126,7 @@ class EKSInfo(NamedTuple):
 
     Attributes:
         misfit: mean over good members of ``|Gamma^{-1/2}(y - G_j)|^2 / m`` (about 1 when the
-            members fit to the noise level; a posterior sample sits near ``1 + p_eff / m``).
+            members fit to the noise level, as posterior samples of a well-specified model do).
         mean_misfit: the same for the ensemble-mean output ``mean_j G_j``.
         dt: the step size used.
         time: algorithm time after the step.
@@ -121,14 +146,14 @@ class EKSInfo(NamedTuple):
 
 def eks_stable_dt(
     d_norm: Float[ArrayLike, ""],
-    dt0: float | ArrayLike = 0.1,
+    dt0: float | ArrayLike = 1.0,
     eps: float = 1e-8,
-    max_dt: float | ArrayLike | None = 0.05,
+    max_dt: float | ArrayLike | None = 0.02,
 ) -> Float[Array, ""]:
     """The EKS-stable adaptive step ``dt = min(dt0 / (|D|_F + eps), max_dt)``.
 
-    GHLS 2020 Sec. 5.1 (``Delta t_n = Delta t_0 / (|D(U_n)|_F + delta)``) and
-    EnsembleKalmanProcesses.jl's ``EKSStableScheduler`` (there ``dt0 = 1``, no cap), with
+    GHLS 2020 (``Delta t_n = Delta t_0 / (|D(U_n)|_F + delta)``) and EnsembleKalmanProcesses.jl's
+    ``EKSStableScheduler`` (numerator 1 as here, but no cap), with
     ``D_jk = <G_k - mean G, Gamma^{-1}(G_j - y)> / J``. ``|D|_F`` is large while the ensemble
     is far from the data (the explicit likelihood drift is stiff) and about
     ``sqrt(p_eff (1 + p_eff / J))`` near a posterior with ``p_eff`` data-informed directions.
@@ -138,7 +163,7 @@ def eks_stable_dt(
     Args:
         d_norm: the Frobenius norm ``|D|_F`` (reported as ``EKSInfo.d_norm``).
         dt0: numerator.
-        eps: the nugget ``delta``, keeps the step finite when ``D = 0``.
+        eps: the nugget ``delta`` (>= 0); with the cap, ``D = 0`` gives ``max_dt``.
         max_dt: upper bound on the step.
 
     Returns:
@@ -147,26 +172,14 @@ def eks_stable_dt(
     Example:
         >>> import jax.numpy as jnp
         >>> d = jnp.array([[3.0, 0.0], [0.0, 4.0]])
-        >>> float(eks_stable_dt(jnp.linalg.norm(d), dt0=1.0, eps=0.0, max_dt=None))
+        >>> round(float(eks_stable_dt(jnp.linalg.norm(d), dt0=1.0, eps=0.0, max_dt=None)), 6)
         0.2
-        >>> float(eks_stable_dt(jnp.linalg.norm(d), dt0=1.0, eps=0.0, max_dt=0.05))
+        >>> round(float(eks_stable_dt(jnp.linalg.norm(d), dt0=1.0, eps=0.0, max_dt=0.05)), 6)
         0.05
     """
     d_norm = jnp.asarray(d_norm)
     dt = jnp.asarray(dt0, d_norm.dtype) / (d_norm + eps)
     return dt if max_dt is None else jnp.minimum(dt, jnp.asarray(max_dt, d_norm.dtype))
-
-
-def _d_frobenius(
-    residual: Float[Array, "J m"], out_anom: Float[Array, "J m"], n: Float[Array, ""]
-) -> Float[Array, ""]:
-    """``|D|_F`` for ``D = R B^T / n`` (rows: whitened ``G_j - y`` and ``G_k - mean G``):
-    through the J x J matrix when ``m > J``, else ``tr(R^T R B^T B)`` with m x m Grams."""
-    j, m = residual.shape
-    if m > j:
-        return jnp.sqrt(jnp.sum((residual @ out_anom.T) ** 2)) / n
-    square = jnp.sum((residual.T @ residual) * (out_anom.T @ out_anom))
-    return jnp.sqrt(jnp.maximum(square, 0)) / n
 
 
 def _covariance_noise(key: PRNGKeyArray, anom: Float[Array, "J p"], space: Space) -> Array:
@@ -188,15 +201,18 @@ def _resolve(space: Space, j: int, p: int) -> str:
     return space
 
 
-def _check_positive(name: str, value, bound: float | None = None) -> None:
-    ok = isinstance(value, int | float) and value > 0 and (bound is None or value < bound)
+def _check_positive(name: str, value, bound: float | None = None, allow_zero: bool = False) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0) and (bound is None or value < bound)
     if not ok:
-        expected = "a positive number" + ("" if bound is None else f" below {bound}")
-        fix = "pass a value > 0"
+        expected = ("a number >= 0" if allow_zero else "a positive number") + (
+            "" if bound is None else f" below {bound}"
+        )
+        fix = "pass a value >= 0" if allow_zero else "pass a value > 0"
         if bound == _UNSTABLE_DT:
             fix = (
                 "pass a smaller step: the noise sqrt(2 dt C) scales with the ensemble "
-                "covariance, which grows without bound for dt >= 1/2 (use e.g. 0.05)"
+                "covariance, which cannot settle for dt >= 1/2 (the default cap is 0.02)"
             )
         raise input_error(name, expected, repr(value), fix)
 
@@ -260,7 +276,7 @@ def _sampler(
         )
     _check_positive("dt0", dt0, None if adaptive else _UNSTABLE_DT)
     _check_positive("max_dt", max_dt, _UNSTABLE_DT)
-    _check_positive("eps", eps)
+    _check_positive("eps", eps, allow_zero=True)
     if final_time is not None:
         _check_positive("final_time", final_time)
     m = obs.size
@@ -318,23 +334,29 @@ def _sampler(
         centred = jnp.where(ok[:, None], x - mean, 0)  # (J, p)
         anom = centred / jnp.sqrt(n)  # A: C = A^T A
 
-        d_norm = _d_frobenius(residual, out_anom, n)
+        # The derivative-free likelihood drift sum_k D_jk (theta_k - mean) = R (B^T X_c) / J and
+        # |D|_F, by the cheaper association for these static shapes.
+        if m > j or j * (m + p) < 2 * m * p:  # through the J x J matrix D
+            d = residual @ out_anom.T / n
+            drift = d @ centred
+            d_norm = jnp.sqrt(jnp.sum(d**2))
+        else:  # through the (m, p) whitened cross-covariance and m x m Grams
+            drift = residual @ (out_anom.T @ centred / n)
+            square = jnp.sum((residual.T @ residual) * (out_anom.T @ out_anom))
+            d_norm = jnp.sqrt(jnp.maximum(square, 0)) / n
         if adaptive:
             dt = eks_stable_dt(d_norm, dt0, eps, max_dt)
         else:
             dt = jnp.asarray(dt0, dtype)
         if final_time is not None:
-            dt = jnp.minimum(dt, final_time - state.time)
+            dt = jnp.clip(final_time - state.time, 0, dt)  # land on final_time
             done = state.time + dt >= final_time * (1 - 1e-6)
         else:
             done = jnp.asarray(False)
         dt = dt.astype(dtype)
 
-        # Explicit part: the derivative-free likelihood drift sum_k D_jk (theta_k - mean)
-        # = R (B^T (x - mean)) / J, through an (m, p) cross-covariance, no J x J matrix;
-        # plus ALDI's correction.
-        cross = out_anom.T @ centred / n  # (m, p): whitened C^{G theta}
-        v = x - dt * (residual @ cross)
+        # Explicit part: likelihood drift, plus ALDI's correction.
+        v = x - dt * drift
         if corrected:
             v = v + dt * (p + 1) / n * centred
         # Implicit prior drift: theta* = m0 + (I + dt C K)^{-1} (v - m0).
@@ -377,8 +399,8 @@ def eks(
     forward_fn: Callable[..., Float[Array, " m"]],
     obs: Observation,
     prior: GaussianPrior,
-    dt0: float = 0.1,
-    max_dt: float = 0.05,
+    dt0: float = 1.0,
+    max_dt: float = 0.02,
     final_time: float | None = 10.0,
     adaptive: bool = True,
     eps: float = 1e-8,
@@ -397,13 +419,16 @@ def eks(
         dt0: numerator of the stable step ``dt = min(dt0 / (|D|_F + eps), max_dt)``; with
             ``adaptive=False`` the fixed step itself (must then be < 0.5).
         max_dt: cap on the adaptive step (< 0.5). The stationary covariance is inflated by a
-            factor between ``1 + dt/2`` and ``1 + 3 dt/2``; the default keeps that below ~7.5%
-            at the cap and typically below ~3%, where ``dt`` is set by ``|D|_F``.
+            factor between ``1 + dt/2`` and ``1 + 3 dt/2`` (module docstring): at most 3% at
+            the default cap, less where ``dt0 / |D|_F`` sets a smaller step.
         final_time: stop once the algorithm time reaches it (None: run ``num_steps``).
-        adaptive: EKS-stable adaptive step (True) or the fixed step ``dt0``.
+        adaptive: EKS-stable adaptive step (True) or the fixed step ``dt0`` (a fixed step is
+            only stable once the ensemble is near the posterior: from the prior ``|D|_F`` is
+            large and the explicit likelihood drift needs the adaptive step).
         eps: the nugget in the step size.
-        space: where the implicit prior step is solved: ``"parameter"`` (p x p Cholesky),
-            ``"ensemble"`` (J x J, Woodbury) or ``"auto"`` (the smaller one).
+        space: ``"parameter"`` (p x p Cholesky solve and covariance root), ``"ensemble"``
+            (J x J Woodbury solve, noise through the anomalies) or ``"auto"`` (parameter space
+            when ``p <= J``). The drift and the noise's law are the same in both.
 
     Returns:
         A :class:`KalmanAlgorithm` whose state is :class:`EKSState`, info :class:`EKSInfo`.
@@ -431,8 +456,8 @@ def aldi(
     forward_fn: Callable[..., Float[Array, " m"]],
     obs: Observation,
     prior: GaussianPrior,
-    dt0: float = 0.1,
-    max_dt: float = 0.05,
+    dt0: float = 1.0,
+    max_dt: float = 0.02,
     final_time: float | None = 10.0,
     adaptive: bool = True,
     eps: float = 1e-8,
