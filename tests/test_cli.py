@@ -108,3 +108,18 @@ def test_fit_csv_and_its_errors(tmp_path):
     assert text.exit_code == 1 and "error:" in text.output
     no_target = runner.invoke(app, ["fit", "--dataset", str(csv)])
     assert no_target.exit_code == 1 and "--target" in no_target.output
+
+
+def test_pinn_command_writes_metrics_and_plots(tmp_path):
+    result = runner.invoke(
+        app, ["pinn", "poisson1d", "--out", str(tmp_path), "--scale", "0.1", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(report["parameters"]["k"]) >= {"mean", "std", "true"}
+    for key in ("rel_l2_u", "rel_l2_f", "coverage_u_95", "wall_time_s"):
+        assert key in report
+    for name in ("solution.png", "parameters.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    bad = runner.invoke(app, ["pinn", "nope"])
+    assert bad.exit_code == 1 and "expected one of" in bad.output

@@ -11,7 +11,7 @@ Example:
     (100, 2)
 """
 
-from ekibnn import bnn, datasets, ensemble, linalg, metrics, schedulers
+from ekibnn import bnn, datasets, ensemble, linalg, metrics, pinn, schedulers
 from ekibnn.errors import InputError
 from ekibnn.estimators import EKIClassifier, EKIRegressor
 from ekibnn.inversion import (
@@ -57,6 +57,7 @@ __all__ = [
     "etki",
     "linalg",
     "metrics",
+    "pinn",
     "run",
     "schedulers",
     "uki",
