@@ -40,7 +40,15 @@ from ekibnn.linalg import Space, kalman_increment
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
-__all__ = ["EKIInfo", "EKIState", "KalmanAlgorithm", "check_forward", "eki"]
+__all__ = [
+    "EKIInfo",
+    "EKIState",
+    "EnsembleSetup",
+    "KalmanAlgorithm",
+    "check_forward",
+    "eki",
+    "ensemble_setup",
+]
 
 
 class EKIState(NamedTuple):
@@ -118,6 +126,88 @@ def check_forward(
         )
 
 
+class EnsembleSetup(NamedTuple):
+    """What every ensemble Kalman factory needs after validating its arguments (shared by
+    :func:`eki` and :func:`ekibnn.etki`)."""
+
+    scheduler: _schedulers.Scheduler
+    batch_size: int | None
+    m_step: int
+    evaluate: Callable[[PyTree, Array | None], Array]
+    init: Callable[[PyTree], EKIState]
+
+
+def ensemble_setup(
+    forward_fn: Callable,
+    obs: Observation,
+    prior: GaussianPrior | None,
+    scheduler: _schedulers.Scheduler | None,
+    inflation: float,
+    multiplicative_inflation: float,
+    batch_size: int | None,
+    regularize: bool,
+    indexed_forward: bool,
+) -> EnsembleSetup:
+    """Validate the common arguments (clear :class:`ekibnn.InputError` on bad input) and build
+    the vmapped forward evaluation and the ``init`` function of an :class:`EKIState`."""
+    if not isinstance(obs, Observation):
+        raise input_error(
+            "obs", "an ekibnn.Observation", type(obs).__name__, "wrap data: Observation(y, noise)"
+        )
+    m = obs.size
+    if batch_size is not None:
+        if not isinstance(batch_size, int) or batch_size < 1 or batch_size > m:
+            raise input_error(
+                "batch_size",
+                f"an integer between 1 and the number of observations m = {m}",
+                repr(batch_size),
+                "use batch_size=None for full-batch updates or a smaller batch",
+            )
+        if batch_size == m and not indexed_forward:
+            batch_size = None
+    if regularize and prior is None:
+        raise input_error(
+            "regularize=True", "a prior", "prior=None", "pass prior=ek.GaussianPrior(...)"
+        )
+    if prior is not None and not isinstance(prior, GaussianPrior):
+        raise input_error(
+            "prior", "an ekibnn.GaussianPrior or None", type(prior).__name__, "use ek.GaussianPrior"
+        )
+    if not (inflation >= 0 and multiplicative_inflation >= 0):
+        raise input_error(
+            "inflation", "values >= 0", f"{inflation}, {multiplicative_inflation}", "use >= 0"
+        )
+    if indexed_forward and batch_size is None:
+        batch_size = m
+    scheduler = _schedulers.data_misfit() if scheduler is None else scheduler
+    m_step = m if batch_size is None else batch_size
+
+    def evaluate(particles: PyTree, indices: Array | None) -> Array:
+        if indexed_forward:
+            return eqx.filter_vmap(forward_fn, in_axes=(eqx.if_array(0), None))(particles, indices)
+        out = eqx.filter_vmap(forward_fn)(particles)
+        return out if indices is None else out[:, indices]
+
+    def init(particles: PyTree) -> EKIState:
+        j = prior.check_particles(particles) if prior is not None else ensemble_size(particles)
+        if j < 2:
+            raise input_error(
+                "particles", "an ensemble of J >= 2 members", f"J = {j}", "sample more members"
+            )
+        indices = jnp.arange(m_step) if indexed_forward else None
+        check_forward(forward_fn, particles, m_step if indexed_forward else m, indices)
+        dtype = flatten(particles).dtype
+        return EKIState(
+            particles=particles,
+            time=jnp.zeros((), dtype),
+            step=jnp.zeros((), jnp.int32),
+            done=jnp.asarray(False),
+            scheduler_state=scheduler.init(),
+        )
+
+    return EnsembleSetup(scheduler, batch_size, m_step, evaluate, init)
+
+
 def eki(
     forward_fn: Callable[..., Float[Array, " m"]],
     obs: Observation,
@@ -162,56 +252,18 @@ def eki(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.1))
         True
     """
-    if not isinstance(obs, Observation):
-        raise input_error(
-            "obs", "an ekibnn.Observation", type(obs).__name__, "wrap data: Observation(y, noise)"
-        )
+    scheduler, batch_size, m_step, evaluate, init = ensemble_setup(
+        forward_fn,
+        obs,
+        prior,
+        scheduler,
+        inflation,
+        multiplicative_inflation,
+        batch_size,
+        regularize,
+        indexed_forward,
+    )
     m = obs.size
-    if batch_size is not None:
-        if not isinstance(batch_size, int) or batch_size < 1 or batch_size > m:
-            raise input_error(
-                "batch_size",
-                f"an integer between 1 and the number of observations m = {m}",
-                repr(batch_size),
-                "use batch_size=None for full-batch updates or a smaller batch",
-            )
-        if batch_size == m and not indexed_forward:
-            batch_size = None
-    if regularize and prior is None:
-        raise input_error(
-            "regularize=True", "a prior", "prior=None", "pass prior=ek.GaussianPrior(...)"
-        )
-    if not (inflation >= 0 and multiplicative_inflation >= 0):
-        raise input_error(
-            "inflation", "values >= 0", f"{inflation}, {multiplicative_inflation}", "use >= 0"
-        )
-    if indexed_forward and batch_size is None:
-        batch_size = m
-    scheduler = _schedulers.data_misfit() if scheduler is None else scheduler
-    m_step = m if batch_size is None else batch_size
-
-    def evaluate(particles: PyTree, indices: Array | None) -> Array:
-        if indexed_forward:
-            return eqx.filter_vmap(forward_fn, in_axes=(eqx.if_array(0), None))(particles, indices)
-        out = eqx.filter_vmap(forward_fn)(particles)
-        return out if indices is None else out[:, indices]
-
-    def init(particles: PyTree) -> EKIState:
-        j = prior.check_particles(particles) if prior is not None else ensemble_size(particles)
-        if j < 2:
-            raise input_error(
-                "particles", "an ensemble of J >= 2 members", f"J = {j}", "sample more members"
-            )
-        indices = jnp.arange(m_step) if indexed_forward else None
-        check_forward(forward_fn, particles, m_step if indexed_forward else m, indices)
-        dtype = flatten(particles).dtype
-        return EKIState(
-            particles=particles,
-            time=jnp.zeros((), dtype),
-            step=jnp.zeros((), jnp.int32),
-            done=jnp.asarray(False),
-            scheduler_state=scheduler.init(),
-        )
 
     def step(key: PRNGKeyArray, state: EKIState) -> tuple[EKIState, EKIInfo]:
         key_rw, key_batch, key_noise, key_redraw = jax.random.split(key, 4)

@@ -46,12 +46,11 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from ekibnn import schedulers as _schedulers
-from ekibnn.ensemble import ensemble_size, flatten, masked_anomalies, masked_mean, unflatten
-from ekibnn.errors import input_error
-from ekibnn.inversion.eki import EKIInfo, EKIState, KalmanAlgorithm, check_forward
+from ekibnn.ensemble import flatten, masked_anomalies, masked_mean, unflatten
+from ekibnn.inversion.eki import EKIInfo, EKIState, KalmanAlgorithm, ensemble_setup
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
@@ -129,60 +128,18 @@ def etki(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.1))
         True
     """
-    if not isinstance(obs, Observation):
-        raise input_error(
-            "obs", "an ekibnn.Observation", type(obs).__name__, "wrap data: Observation(y, noise)"
-        )
+    scheduler, batch_size, m_step, evaluate, init = ensemble_setup(
+        forward_fn,
+        obs,
+        prior,
+        scheduler,
+        inflation,
+        multiplicative_inflation,
+        batch_size,
+        regularize,
+        indexed_forward,
+    )
     m = obs.size
-    if batch_size is not None:
-        if not isinstance(batch_size, int) or batch_size < 1 or batch_size > m:
-            raise input_error(
-                "batch_size",
-                f"an integer between 1 and the number of observations m = {m}",
-                repr(batch_size),
-                "use batch_size=None for full-batch updates or a smaller batch",
-            )
-        if batch_size == m and not indexed_forward:
-            batch_size = None
-    if regularize and prior is None:
-        raise input_error(
-            "regularize=True", "a prior", "prior=None", "pass prior=ek.GaussianPrior(...)"
-        )
-    if prior is not None and not isinstance(prior, GaussianPrior):
-        raise input_error(
-            "prior", "an ekibnn.GaussianPrior or None", type(prior).__name__, "use ek.GaussianPrior"
-        )
-    if not (inflation >= 0 and multiplicative_inflation >= 0):
-        raise input_error(
-            "inflation", "values >= 0", f"{inflation}, {multiplicative_inflation}", "use >= 0"
-        )
-    if indexed_forward and batch_size is None:
-        batch_size = m
-    scheduler = _schedulers.data_misfit() if scheduler is None else scheduler
-    m_step = m if batch_size is None else batch_size
-
-    def evaluate(particles: PyTree, indices: Array | None) -> Array:
-        if indexed_forward:
-            return eqx.filter_vmap(forward_fn, in_axes=(eqx.if_array(0), None))(particles, indices)
-        out = eqx.filter_vmap(forward_fn)(particles)
-        return out if indices is None else out[:, indices]
-
-    def init(particles: PyTree) -> EKIState:
-        j = prior.check_particles(particles) if prior is not None else ensemble_size(particles)
-        if j < 2:
-            raise input_error(
-                "particles", "an ensemble of J >= 2 members", f"J = {j}", "sample more members"
-            )
-        indices = jnp.arange(m_step) if indexed_forward else None
-        check_forward(forward_fn, particles, m_step if indexed_forward else m, indices)
-        dtype = flatten(particles).dtype
-        return EKIState(
-            particles=particles,
-            time=jnp.zeros((), dtype),
-            step=jnp.zeros((), jnp.int32),
-            done=jnp.asarray(False),
-            scheduler_state=scheduler.init(),
-        )
 
     def step(key: PRNGKeyArray, state: EKIState) -> tuple[EKIState, EKIInfo]:
         key_rw, key_batch, key_redraw = jax.random.split(key, 3)
