@@ -93,6 +93,8 @@ def test_fit_csv_and_its_errors(tmp_path):
             "8",
             "--steps",
             "5",
+            "--method",
+            "etki",
             "--no-progress",
         ],
     )

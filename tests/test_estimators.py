@@ -243,3 +243,13 @@ else:
     def test_sklearn_estimator_checks(estimator, check_name):
         check = getattr(estimator_checks, check_name)
         check(type(estimator).__name__, clone(estimator))
+
+
+def test_etki_method_fits_and_differs_from_eki(sine, fitted_sine):
+    X, y, Xt, _ = sine
+    etki_fit = EKIRegressor(hidden=(16,), ensemble_size=32, num_steps=100, method="etki").fit(X, y)
+    rmse = np.sqrt(np.mean((etki_fit.predict(Xt) - sine_truth(Xt)) ** 2))
+    assert rmse < 0.1
+    assert not np.allclose(etki_fit.predict(Xt), fitted_sine.predict(Xt))
+    _, std = etki_fit.predict(Xt, return_std=True)
+    assert np.all(std > 0)

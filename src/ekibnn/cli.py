@@ -87,6 +87,7 @@ def fit(
     ensemble_size: Annotated[int | None, typer.Option(help="Ensemble size J.")] = None,
     steps: Annotated[int | None, typer.Option(help="Maximum EKI steps.")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. '50' or '64,64'.")] = None,
+    method: Annotated[str, typer.Option(help="eki | etki (see EKIRegressor).")] = "eki",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fit an EKI BNN to a bundled scikit-learn data set or a CSV file; write metrics and plots."""
@@ -109,7 +110,7 @@ def fit(
         _fail(str(err))
     if not 0 < test_size < 1:
         _fail(f"--test-size: expected a fraction in (0, 1); got {test_size}")
-    kwargs: dict = {"random_state": seed, "progress": progress}
+    kwargs: dict = {"random_state": seed, "progress": progress, "method": method}
     if ensemble_size is not None:
         kwargs["ensemble_size"] = ensemble_size
     if steps is not None:

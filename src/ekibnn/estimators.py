@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from functools import partial
 from typing import NamedTuple
 
 import equinox as eqx
@@ -72,11 +73,12 @@ from ekibnn import schedulers
 from ekibnn.bnn.likelihoods import DEFAULT_PSEUDO_NOISE, classification, regression
 from ekibnn.bnn.models import ACTIVATIONS, MLP, ensemble_apply, num_params
 from ekibnn.inversion.eki import eki
+from ekibnn.inversion.etki import etki
 from ekibnn.priors import GaussianPrior
 
 __all__ = ["EKIClassifier", "EKIRegressor"]
 
-_METHODS = ("eki",)
+_METHODS = ("eki", "etki")
 _ROUNDS = 10  # EM noise re-estimations per fit (also the progress-bar updates)
 _INITIAL_NOISE = 0.1  # EM starting noise std, in units of std(y)
 _MIN_VALIDATION = 2  # fewer hold-out or training points than this: no hold-out
@@ -95,6 +97,7 @@ class _FitConfig(NamedTuple):
     batch_size: int | None
     regularize: bool
     chunk_len: int
+    method: str = "eki"
 
 
 @eqx.filter_jit
@@ -110,12 +113,14 @@ def _train_chunk(key, particles, prior, X, y, mask, noise, start, limit, cfg: _F
     else:
         lik = classification(X, y, cfg.num_classes, point_noise)
     batched = cfg.batch_size is not None
-    algo = eki(
+    # "eki": perturbed-observation updates; "etki": the deterministic square-root transform
+    # (same options, no observation perturbations; cost linear in the number of observations).
+    factory = partial(eki, stochastic=True) if cfg.method == "eki" else etki
+    algo = factory(
         lik.indexed_forward_fn if batched else lik.forward_fn,
         lik.obs,
         prior=prior,
         scheduler=schedulers.constant(cfg.dt),
-        stochastic=True,
         inflation=cfg.inflation,
         batch_size=cfg.batch_size,
         regularize=cfg.regularize,
@@ -270,6 +275,7 @@ class _EKIBase(BaseEstimator):
             batch,
             bool(self.regularize),
             chunk_len,
+            self.method,
         )
         # Full-batch runs pad the data to a power-of-two row count (padding rows carry no
         # information): fits on similar-sized data (cross-validation folds) share one compile.
@@ -336,7 +342,8 @@ _COMMON_DOC = """
         dt: EKI step size (noise ``Gamma / dt`` per step).
         regularize: Tikhonov-regularised EKI (see the module docstring); False is the
             tutorial's plain EKI.
-        method: ``"eki"``.
+        method: ``"eki"`` (perturbed observations) or ``"etki"`` (square-root transform,
+            deterministic, cost linear in the number of observations).
         random_state: seed (int), a ``RandomState``, or None (fresh randomness every fit).
         progress: show a progress bar."""
 
