@@ -23,6 +23,7 @@ __all__ = [
     "flatten_member",
     "masked_anomalies",
     "masked_mean",
+    "redraw_failed",
     "unflatten",
     "unflatten_member",
 ]
@@ -107,6 +108,21 @@ def masked_anomalies(
     mean = masked_mean(x, mask, count)
     anomalies = jnp.where(mask[:, None], x - mean, 0) / jnp.sqrt(count - 1)
     return mean, anomalies
+
+
+def redraw_failed(
+    key: Array, x: Float[Array, "J d"], ok: Bool[Array, " J"], count: Array
+) -> Float[Array, "J d"]:
+    """Replace the rows where ``ok`` is false by draws from the Gaussian fitted to the good
+    rows (``mean + z @ A`` with ``z ~ N(0, I_J)`` and ``A`` their anomalies, so no (d, d)
+    covariance is formed). Skipped (``lax.cond``) when every member is good."""
+
+    def redraw(x):
+        mean, anomalies = masked_anomalies(x, ok, count)
+        z = jax.random.normal(key, (x.shape[0], x.shape[0]), x.dtype)
+        return jnp.where(ok[:, None], x, mean + z @ anomalies)
+
+    return jax.lax.cond(count < x.shape[0], redraw, lambda x: x, x)
 
 
 def tree_shapes(tree: Any) -> list[tuple[int, ...]]:

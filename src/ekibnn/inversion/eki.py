@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ekibnn import schedulers as _schedulers
-from ekibnn.ensemble import ensemble_size, flatten, masked_anomalies, unflatten
+from ekibnn.ensemble import ensemble_size, flatten, masked_anomalies, redraw_failed, unflatten
 from ekibnn.errors import input_error
 from ekibnn.linalg import Space, kalman_increment
 from ekibnn.observations import Observation
@@ -327,13 +327,8 @@ def eki(
         increment = kalman_increment(param_anom, root_dt * output_anom, innovation, space)
         x_new = x + increment
 
-        def redraw(x_new):
-            mean, anomalies = masked_anomalies(x_new, ok, count)
-            z = jax.random.normal(key_redraw, (j, j), dtype)
-            return jnp.where(ok[:, None], x_new, mean + z @ anomalies)
-
         n_failed = j - count
-        x_new = jax.lax.cond(n_failed > 0, redraw, lambda x: x, x_new)
+        x_new = redraw_failed(key_redraw, x_new, ok, count)
 
         new_state = EKIState(
             particles=unflatten(x_new, state.particles),

@@ -90,7 +90,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ekibnn.ensemble import flatten, masked_anomalies, unflatten
+from ekibnn.ensemble import flatten, redraw_failed, unflatten
 from ekibnn.errors import input_error
 from ekibnn.inversion.eki import KalmanAlgorithm, check_forward
 from ekibnn.observations import Observation
@@ -367,13 +367,8 @@ def _sampler(
         # Noise sqrt(2 dt) C^{1/2} xi_j, covariance 2 dt C for every member.
         x_new = x_star + jnp.sqrt(2 * dt) * _covariance_noise(key_noise, anom, space)
 
-        def redraw(x_new):
-            centre, spread = masked_anomalies(x_new, ok, count)
-            z = jax.random.normal(key_redraw, (j, j), dtype)
-            return jnp.where(ok[:, None], x_new, centre + z @ spread)
-
         n_failed = j - count
-        x_new = jax.lax.cond(n_failed > 0, redraw, lambda x: x, x_new)
+        x_new = redraw_failed(key_redraw, x_new, ok, count)
 
         new_state = EKSState(
             particles=unflatten(x_new, state.particles),

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ekibnn import schedulers as _schedulers
-from ekibnn.ensemble import flatten, masked_anomalies, masked_mean, unflatten
+from ekibnn.ensemble import flatten, masked_anomalies, masked_mean, redraw_failed, unflatten
 from ekibnn.inversion.eki import EKIInfo, EKIState, KalmanAlgorithm, ensemble_setup
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
@@ -194,12 +194,8 @@ def etki(
         new_mean = x_mean + mean_step
         x_new = new_mean + jnp.sqrt(count - 1.0).astype(dtype) * new_anom  # failed rows: mean
 
-        def redraw(x_new):
-            z = jax.random.normal(key_redraw, (j, j), dtype)
-            return jnp.where(ok[:, None], x_new, new_mean + z @ new_anom)
-
         n_failed = j - count
-        x_new = jax.lax.cond(n_failed > 0, redraw, lambda x: x, x_new)
+        x_new = redraw_failed(key_redraw, x_new, ok, count)
 
         new_state = EKIState(
             particles=unflatten(x_new, state.particles),
