@@ -34,7 +34,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ekibnn import schedulers as _schedulers
-from ekibnn.ensemble import ensemble_size, flatten, masked_anomalies, redraw_failed, unflatten
+from ekibnn.ensemble import (
+    ensemble_size,
+    flatten,
+    masked_anomalies,
+    masked_mean,
+    redraw_failed,
+    unflatten,
+)
 from ekibnn.errors import input_error
 from ekibnn.linalg import Space, kalman_increment
 from ekibnn.observations import Observation
@@ -44,6 +51,7 @@ __all__ = [
     "EKIInfo",
     "EKIState",
     "EnsembleSetup",
+    "Forecast",
     "KalmanAlgorithm",
     "check_forward",
     "eki",
@@ -126,6 +134,23 @@ def check_forward(
         )
 
 
+class Forecast(NamedTuple):
+    """The common first half of an ensemble Kalman step (see :func:`ensemble_setup`)."""
+
+    x: Float[Array, "J p"]  # raveled particles after inflation
+    batch: Observation  # this step's observations
+    outputs: Float[Array, "J m"]  # forward outputs, failed members zeroed
+    ok: Bool[Array, " J"]  # members with a finite output
+    count: Int[Array, ""]  # number of good members (>= 2, else a runtime error)
+    residual: Float[Array, "J m"]  # whitened y - G_j
+    misfits: Float[Array, " J"]  # Phi_j (0 for failed members)
+    mean_output: Float[Array, " m"]  # mean output of the good members
+    mean_misfit: Float[Array, ""]  # Phi of the good members' mean output
+    dt: Float[Array, ""]
+    done: Bool[Array, ""]
+    scheduler_state: PyTree
+
+
 class EnsembleSetup(NamedTuple):
     """What every ensemble Kalman factory needs after validating its arguments (shared by
     :func:`eki` and :func:`ekibnn.etki`)."""
@@ -133,8 +158,8 @@ class EnsembleSetup(NamedTuple):
     scheduler: _schedulers.Scheduler
     batch_size: int | None
     m_step: int
-    evaluate: Callable[[PyTree, Array | None], Array]
     init: Callable[[PyTree], EKIState]
+    predict: Callable[[PRNGKeyArray, PRNGKeyArray, EKIState], Forecast]
 
 
 def ensemble_setup(
@@ -147,9 +172,12 @@ def ensemble_setup(
     batch_size: int | None,
     regularize: bool,
     indexed_forward: bool,
+    name: str = "EKI",
 ) -> EnsembleSetup:
     """Validate the common arguments (clear :class:`ekibnn.InputError` on bad input) and build
-    the vmapped forward evaluation and the ``init`` function of an :class:`EKIState`."""
+    the vmapped forward evaluation, the ``init`` function of an :class:`EKIState` and
+    ``predict(key_inflation, key_batch, state) -> Forecast``: inflation, minibatch choice,
+    forward evaluation, failed-member masking, misfits and the scheduler's step."""
     if not isinstance(obs, Observation):
         raise input_error(
             "obs", "an ekibnn.Observation", type(obs).__name__, "wrap data: Observation(y, noise)"
@@ -205,7 +233,57 @@ def ensemble_setup(
             scheduler_state=scheduler.init(),
         )
 
-    return EnsembleSetup(scheduler, batch_size, m_step, evaluate, init)
+    def predict(key_rw: PRNGKeyArray, key_batch: PRNGKeyArray, state: EKIState) -> Forecast:
+        x = flatten(state.particles)  # (J, p)
+        dtype = x.dtype
+        if multiplicative_inflation > 0:
+            centre = jnp.mean(x, axis=0)
+            x = centre + jnp.sqrt(1.0 + multiplicative_inflation) * (x - centre)
+        if inflation > 0:
+            x = x + inflation * jax.random.normal(key_rw, x.shape, dtype)
+        particles = unflatten(x, state.particles)
+
+        if batch_size is None:
+            indices, batch = None, obs
+        elif batch_size == m:  # indexed forward on every observation: no shuffle needed
+            indices, batch = jnp.arange(m), obs
+        else:
+            indices = jax.random.permutation(key_batch, m)[:batch_size]
+            batch = obs.subset(indices)
+        outputs = evaluate(particles, indices).astype(dtype)  # (J, m_step)
+
+        ok = jnp.all(jnp.isfinite(outputs), axis=1)
+        count = jnp.sum(ok)
+        count = eqx.error_if(
+            count,
+            count < 2,
+            f"{name}: fewer than 2 ensemble members have a finite forward output; "
+            "expected at least 2 finite members; fix: check forward_fn for overflow/NaN, "
+            "shrink the prior or the step (scheduler), or enlarge the ensemble",
+        )
+        outputs = jnp.where(ok[:, None], outputs, 0)
+        residual = batch.whiten(batch.y - outputs)  # (J, m_step) whitened y - G_j
+        misfits = jnp.where(ok, 0.5 * jnp.sum(residual**2, axis=1), 0)
+        mean_output = masked_mean(outputs, ok, count)
+        mean_misfit = batch.misfit(mean_output)
+        stats = _schedulers.MisfitStats(misfits, ok, mean_misfit, m_step, state.time)
+        dt, done, scheduler_state = scheduler.next(state.scheduler_state, stats)
+        return Forecast(
+            x=x,
+            batch=batch,
+            outputs=outputs,
+            ok=ok,
+            count=count,
+            residual=residual,
+            misfits=misfits,
+            mean_output=mean_output,
+            mean_misfit=mean_misfit,
+            dt=dt.astype(dtype),
+            done=done,
+            scheduler_state=scheduler_state,
+        )
+
+    return EnsembleSetup(scheduler, batch_size, m_step, init, predict)
 
 
 def eki(
@@ -252,7 +330,7 @@ def eki(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.1))
         True
     """
-    scheduler, batch_size, m_step, evaluate, init = ensemble_setup(
+    scheduler, batch_size, m_step, init, predict = ensemble_setup(
         forward_fn,
         obs,
         prior,
@@ -267,43 +345,10 @@ def eki(
 
     def step(key: PRNGKeyArray, state: EKIState) -> tuple[EKIState, EKIInfo]:
         key_rw, key_batch, key_noise, key_redraw = jax.random.split(key, 4)
-        x = flatten(state.particles)  # (J, p)
+        f = predict(key_rw, key_batch, state)
+        x, batch, outputs, ok, count = f.x, f.batch, f.outputs, f.ok, f.count
+        residual, misfits, mean_misfit, dt = f.residual, f.misfits, f.mean_misfit, f.dt
         j, dtype = x.shape[0], x.dtype
-
-        if multiplicative_inflation > 0:
-            centre = jnp.mean(x, axis=0)
-            x = centre + jnp.sqrt(1.0 + multiplicative_inflation) * (x - centre)
-        if inflation > 0:
-            x = x + inflation * jax.random.normal(key_rw, x.shape, dtype)
-        particles = unflatten(x, state.particles)
-
-        if batch_size is None:
-            indices, batch = None, obs
-        elif batch_size == m:  # indexed forward on every observation: no shuffle needed
-            indices, batch = jnp.arange(m), obs
-        else:
-            indices = jax.random.permutation(key_batch, m)[:batch_size]
-            batch = obs.subset(indices)
-        outputs = evaluate(particles, indices).astype(dtype)  # (J, m_step)
-
-        ok = jnp.all(jnp.isfinite(outputs), axis=1)
-        count = jnp.sum(ok)
-        count = eqx.error_if(
-            count,
-            count < 2,
-            "EKI: fewer than 2 ensemble members have a finite forward output; "
-            "expected at least 2 finite members; fix: check forward_fn for overflow/NaN, "
-            "shrink the prior or the step (scheduler), or enlarge the ensemble",
-        )
-        outputs = jnp.where(ok[:, None], outputs, 0)
-        residual = batch.whiten(batch.y - outputs)  # (J, m_step) whitened y - G_j
-        misfits = jnp.where(ok, 0.5 * jnp.sum(residual**2, axis=1), 0)
-        mean_output = jnp.sum(jnp.where(ok[:, None], outputs, 0), axis=0) / count
-        mean_misfit = batch.misfit(mean_output)
-
-        stats = _schedulers.MisfitStats(misfits, ok, mean_misfit, m_step, state.time)
-        dt, done, scheduler_state = scheduler.next(state.scheduler_state, stats)
-        dt = dt.astype(dtype)
 
         # Whitened outputs and innovations; the extended state appends theta / prior std.
         outputs_w = batch.whiten(outputs)
@@ -334,8 +379,8 @@ def eki(
             particles=unflatten(x_new, state.particles),
             time=state.time + dt,
             step=state.step + 1,
-            done=done,
-            scheduler_state=scheduler_state,
+            done=f.done,
+            scheduler_state=f.scheduler_state,
         )
         info = EKIInfo(
             misfit=2 * jnp.sum(jnp.where(ok, misfits, 0)) / count / m_step,

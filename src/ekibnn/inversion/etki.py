@@ -43,13 +43,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ekibnn import schedulers as _schedulers
-from ekibnn.ensemble import flatten, masked_anomalies, masked_mean, redraw_failed, unflatten
+from ekibnn.ensemble import masked_anomalies, redraw_failed, unflatten
 from ekibnn.inversion.eki import EKIInfo, EKIState, KalmanAlgorithm, ensemble_setup
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
@@ -128,7 +127,7 @@ def etki(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.1))
         True
     """
-    scheduler, batch_size, m_step, evaluate, init = ensemble_setup(
+    scheduler, batch_size, m_step, init, predict = ensemble_setup(
         forward_fn,
         obs,
         prior,
@@ -138,46 +137,15 @@ def etki(
         batch_size,
         regularize,
         indexed_forward,
+        name="ETKI",
     )
-    m = obs.size
 
     def step(key: PRNGKeyArray, state: EKIState) -> tuple[EKIState, EKIInfo]:
         key_rw, key_batch, key_redraw = jax.random.split(key, 3)
-        x = flatten(state.particles)  # (J, p)
+        f = predict(key_rw, key_batch, state)
+        x, batch, outputs, ok, count = f.x, f.batch, f.outputs, f.ok, f.count
+        mean_output, misfits, mean_misfit, dt = f.mean_output, f.misfits, f.mean_misfit, f.dt
         j, dtype = x.shape[0], x.dtype
-
-        if multiplicative_inflation > 0:
-            centre = jnp.mean(x, axis=0)
-            x = centre + jnp.sqrt(1.0 + multiplicative_inflation) * (x - centre)
-        if inflation > 0:
-            x = x + inflation * jax.random.normal(key_rw, x.shape, dtype)
-        particles = unflatten(x, state.particles)
-
-        if batch_size is None:
-            indices, batch = None, obs
-        else:
-            indices = jax.random.permutation(key_batch, m)[:batch_size]
-            batch = obs.subset(indices)
-        outputs = evaluate(particles, indices).astype(dtype)  # (J, m_step)
-
-        ok = jnp.all(jnp.isfinite(outputs), axis=1)
-        count = jnp.sum(ok)
-        count = eqx.error_if(
-            count,
-            count < 2,
-            "ETKI: fewer than 2 ensemble members have a finite forward output; "
-            "expected at least 2 finite members; fix: check forward_fn for overflow/NaN, "
-            "shrink the prior or the step (scheduler), or enlarge the ensemble",
-        )
-        outputs = jnp.where(ok[:, None], outputs, 0)
-        residual = batch.whiten(batch.y - outputs)  # (J, m_step)
-        misfits = jnp.where(ok, 0.5 * jnp.sum(residual**2, axis=1), 0)
-        mean_output = masked_mean(outputs, ok, count)
-        mean_misfit = batch.misfit(mean_output)
-
-        stats = _schedulers.MisfitStats(misfits, ok, mean_misfit, m_step, state.time)
-        dt, done, scheduler_state = scheduler.next(state.scheduler_state, stats)
-        dt = dt.astype(dtype)
 
         # Whitened anomalies and the mean innovation; the extended state appends theta / std.
         x_mean, param_anom = masked_anomalies(x, ok, count)
@@ -201,8 +169,8 @@ def etki(
             particles=unflatten(x_new, state.particles),
             time=state.time + dt,
             step=state.step + 1,
-            done=done,
-            scheduler_state=scheduler_state,
+            done=f.done,
+            scheduler_state=f.scheduler_state,
         )
         info = EKIInfo(
             misfit=2 * jnp.sum(misfits) / count / m_step,
