@@ -171,6 +171,96 @@ def test_minibatch_indexed_forward_matches_full_forward(key):
     assert not np.allclose(a.particles, c.particles)
 
 
+def _posterior_error(problem, particles) -> tuple[float, float]:
+    """(max |mean error| in Monte-Carlo standard errors, max |cov error| / (sd_i sd_j))."""
+    theta = np.asarray(particles, np.float64)
+    j = theta.shape[0]
+    sd = np.sqrt(np.diag(problem.post_cov))
+    mean_err = np.max(np.abs(theta.mean(0) - problem.post_mean) / (sd / np.sqrt(j)))
+    cov_err = np.max(np.abs(np.cov(theta.T) - problem.post_cov) / np.outer(sd, sd))
+    return float(mean_err), float(cov_err)
+
+
+@pytest.mark.parametrize("scheduler", ["constant", "data_misfit"])
+def test_epoch_minibatches_preserve_the_posterior(scheduler):
+    """minibatch='epoch': 12 observations in 3 disjoint batches of 4 per epoch, dt per epoch,
+    to T = 1: every observation is counted once, so stochastic EKI matches the full-batch
+    closed-form posterior (within Monte-Carlo tolerance at J = 4000). Random minibatches with
+    the same number of steps and the same dt do not (the control)."""
+    problem = make_linear_problem(m=12, p=3, seed=7)
+    obs, prior = _setup(problem)
+    j = 4000
+    x0 = prior.sample(jax.random.key(3), j)
+    sched = (
+        ek.schedulers.constant(1 / 3, final_time=1.0)
+        if scheduler == "constant"
+        else ek.schedulers.data_misfit()
+    )
+    algo = ek.eki(
+        problem.forward, obs, prior=prior, scheduler=sched, batch_size=4, minibatch="epoch"
+    )
+    result = ek.run(jax.random.key(2), algo, x0, num_steps=300, progress=False)
+    steps = result.num_steps
+    assert steps % 3 == 0  # stops at the end of an epoch
+    if scheduler == "constant":
+        assert steps == 9
+        np.testing.assert_allclose(result.history.time, np.arange(1, 10) / 9, rtol=1e-5)
+    np.testing.assert_allclose(result.history.time[-1], 1.0, rtol=1e-5)
+    dts = np.asarray(result.history.dt).reshape(-1, 3)
+    np.testing.assert_array_equal(dts, dts[:, :1].repeat(3, axis=1))  # one dt per epoch
+    mean_err, cov_err = _posterior_error(problem, result.particles)
+    assert mean_err < 5 and cov_err < 0.12, (mean_err, cov_err)
+
+    control = ek.eki(
+        problem.forward,
+        obs,
+        prior=prior,
+        batch_size=4,
+        scheduler=ek.schedulers.constant(1 / 9, final_time=1.0),
+    )
+    result = ek.run(jax.random.key(2), control, x0, num_steps=300, progress=False)
+    assert result.num_steps == 9
+    mean_err, cov_err = _posterior_error(problem, result.particles)
+    assert mean_err > 5 or cov_err > 0.12, (mean_err, cov_err)
+
+
+def test_epoch_minibatches_visit_every_observation_once_per_epoch(key):
+    problem = make_linear_problem(m=12, p=3, seed=7)
+    obs, prior = _setup(problem)
+    H = jnp.asarray(problem.H, jnp.float32)
+    algo = ek.eki(
+        lambda th, idx: H[idx] @ th,
+        obs,
+        batch_size=4,
+        indexed_forward=True,
+        minibatch="epoch",
+        scheduler=ek.schedulers.constant(0.5),
+    )
+    state = algo.init(prior.sample(key, 8))
+    seen = []
+    for n in range(6):
+        state, _ = algo.step(jax.random.fold_in(key, n), state)
+        position = n % 3
+        seen.append(np.asarray(state.epoch.order[4 * position : 4 * position + 4]))
+    for epoch in (seen[:3], seen[3:]):
+        np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), np.arange(12))
+    assert not np.array_equal(np.concatenate(seen[:3]), np.concatenate(seen[3:]))
+    np.testing.assert_allclose(state.time, 1.0, rtol=1e-6)  # 2 epochs of dt = 0.5
+
+
+@pytest.mark.parametrize("algorithm", [ek.eki, ek.etki])
+def test_forward_batch_size_gives_the_same_step(key, algorithm):
+    problem = make_linear_problem(m=5, p=3, seed=8)
+    obs, prior = _setup(problem)
+    x0 = prior.sample(key, 10)
+    whole = algorithm(problem.forward, obs, prior=prior)
+    chunked = algorithm(problem.forward, obs, prior=prior, forward_batch_size=3)  # 3+3+3+1
+    a, ia = whole.step(jax.random.key(1), whole.init(x0))
+    b, ib = chunked.step(jax.random.key(1), chunked.init(x0))
+    np.testing.assert_allclose(a.particles, b.particles, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ia.misfit, ib.misfit, rtol=1e-6)
+
+
 def test_inflation_without_information_scales_spread(key):
     obs = ek.Observation(jnp.zeros(3), 1.0)
     x0 = jax.random.normal(key, (5000, 4))
@@ -234,6 +324,12 @@ def test_bad_inputs_raise_clear_errors(key):
         ek.eki(problem.forward, obs, batch_size=6)
     with pytest.raises(ek.InputError, match="batch_size"):
         ek.eki(problem.forward, obs, batch_size=0)
+    with pytest.raises(ek.InputError, match="divisor"):
+        ek.eki(problem.forward, obs, batch_size=2, minibatch="epoch")
+    with pytest.raises(ek.InputError, match="'random' or 'epoch'"):
+        ek.eki(problem.forward, obs, minibatch="epochs")
+    with pytest.raises(ek.InputError, match="forward_batch_size"):
+        ek.eki(problem.forward, obs, forward_batch_size=0)
     with pytest.raises(ek.InputError, match="prior's structure"):
         ek.eki(problem.forward, obs, prior=prior).init({"theta": x0})
     with pytest.raises(ek.InputError, match="prior's structure"):

@@ -9,8 +9,16 @@ One step, for members ``j = 1..J`` with outputs ``G_j = G(theta_j)`` on this ste
 
 * ``scheduler``: picks ``dt`` and when to stop (default: Iglesias–Yang data-misfit controller to
   algorithm time T = 1, i.e. a tempered Bayesian update);
-* ``batch_size``: each step assimilates a random subset of the observations (Kovachki & Stuart
-  2019, Sec. 3);
+* ``batch_size``: each step assimilates a subset of the observations (Kovachki & Stuart 2019,
+  Sec. 3). ``minibatch="random"`` draws a fresh random subset every step (algorithm time then
+  counts steps of ``dt``, as in the paper). ``minibatch="epoch"`` is the posterior-preserving
+  form: the observations are split into ``B = m / b`` disjoint batches by a random permutation
+  per epoch, every batch of an epoch is assimilated with the same ``Gamma / dt`` (``dt`` chosen
+  by the scheduler at the start of the epoch), and the algorithm time advances ``dt`` per
+  *epoch*. Each observation's likelihood is thus tempered by exactly the algorithm time, so a
+  run to T = 1 counts every observation once in total (multiple data assimilation, Emerick &
+  Reynolds 2013, over minibatches; exact in the linear-Gaussian mean-field limit, because
+  sequential Kalman updates with independent batch noises compose to the full-batch update);
 * ``inflation``: additive random-walk noise ``theta += inflation * N(0, I)`` before the update
   (the tutorial's ``sigma_xi``); ``multiplicative_inflation``: anomalies scaled by
   ``sqrt(1 + multiplicative_inflation)`` before the update;
@@ -18,7 +26,9 @@ One step, for members ``j = 1..J`` with outputs ``G_j = G(theta_j)`` on this ste
   ``[G(theta); theta]`` against ``[y; prior mean]`` with noise ``blockdiag(Gamma, C_0)``
   (``C_0 m / b`` with minibatches of ``b`` of ``m`` observations);
 * failure handling: members with a non-finite output are left out of all statistics and
-  redrawn from the Gaussian fitted to the updated successful members.
+  redrawn from the Gaussian fitted to the updated successful members;
+* ``forward_batch_size``: evaluate the forward map on that many members at a time
+  (``jax.lax.map`` over chunks of a ``vmap``) to bound the memory of wide networks.
 
 The increment is computed by :func:`ekibnn.linalg.kalman_increment` in data or ensemble space.
 """
@@ -51,6 +61,7 @@ __all__ = [
     "EKIInfo",
     "EKIState",
     "EnsembleSetup",
+    "EpochState",
     "Forecast",
     "KalmanAlgorithm",
     "check_forward",
@@ -59,15 +70,27 @@ __all__ = [
 ]
 
 
+class EpochState(NamedTuple):
+    """Bookkeeping of ``minibatch="epoch"``: the current epoch's order of the observations
+    ``(m,)``, the ``dt`` every batch of the epoch uses, and whether the scheduler asked to stop
+    at the end of the epoch."""
+
+    order: Int[Array, " m"]
+    dt: Float[Array, ""]
+    done: Bool[Array, ""]
+
+
 class EKIState(NamedTuple):
     """State of an EKI run.
 
     Attributes:
         particles: the ensemble (pytree, leading axis J on every parameter leaf).
-        time: algorithm time ``t`` (sum of the steps ``dt`` taken).
+        time: algorithm time ``t`` (sum of the steps ``dt`` taken; per epoch with
+            ``minibatch="epoch"``).
         step: number of steps taken.
         done: the scheduler has asked to stop.
         scheduler_state: the scheduler's own state.
+        epoch: an :class:`EpochState` with ``minibatch="epoch"``, else ``()``.
     """
 
     particles: PyTree
@@ -75,6 +98,7 @@ class EKIState(NamedTuple):
     step: Int[Array, ""]
     done: Bool[Array, ""]
     scheduler_state: PyTree
+    epoch: PyTree = ()
 
 
 class EKIInfo(NamedTuple):
@@ -146,9 +170,11 @@ class Forecast(NamedTuple):
     misfits: Float[Array, " J"]  # Phi_j (0 for failed members)
     mean_output: Float[Array, " m"]  # mean output of the good members
     mean_misfit: Float[Array, ""]  # Phi of the good members' mean output
-    dt: Float[Array, ""]
+    dt: Float[Array, ""]  # the step used in this update's noise Gamma / dt
+    time: Float[Array, ""]  # algorithm time after this step
     done: Bool[Array, ""]
     scheduler_state: PyTree
+    epoch: PyTree  # EpochState after this step, or ()
 
 
 class EnsembleSetup(NamedTuple):
@@ -160,6 +186,7 @@ class EnsembleSetup(NamedTuple):
     m_step: int
     init: Callable[[PyTree], EKIState]
     predict: Callable[[PRNGKeyArray, PRNGKeyArray, EKIState], Forecast]
+    advance: Callable[[EKIState, Forecast, Array], EKIState]
 
 
 def ensemble_setup(
@@ -172,12 +199,15 @@ def ensemble_setup(
     batch_size: int | None,
     regularize: bool,
     indexed_forward: bool,
+    minibatch: str = "random",
+    forward_batch_size: int | None = None,
     name: str = "EKI",
 ) -> EnsembleSetup:
     """Validate the common arguments (clear :class:`ekibnn.InputError` on bad input) and build
-    the vmapped forward evaluation, the ``init`` function of an :class:`EKIState` and
-    ``predict(key_inflation, key_batch, state) -> Forecast``: inflation, minibatch choice,
-    forward evaluation, failed-member masking, misfits and the scheduler's step."""
+    the vmapped forward evaluation, the ``init`` function of an :class:`EKIState`,
+    ``predict(key_inflation, key_batch, state) -> Forecast`` (inflation, minibatch choice,
+    forward evaluation, failed-member masking, misfits and the scheduler's step) and
+    ``advance(state, forecast, new_x) -> EKIState``."""
     if not isinstance(obs, Observation):
         raise input_error(
             "obs", "an ekibnn.Observation", type(obs).__name__, "wrap data: Observation(y, noise)"
@@ -205,16 +235,47 @@ def ensemble_setup(
         raise input_error(
             "inflation", "values >= 0", f"{inflation}, {multiplicative_inflation}", "use >= 0"
         )
+    if minibatch not in ("random", "epoch"):
+        raise input_error(
+            "minibatch", "'random' or 'epoch'", repr(minibatch), "pick one of the two schemes"
+        )
+    epochs = minibatch == "epoch" and batch_size is not None and batch_size < m
+    if epochs and m % batch_size:
+        divisors = [d for d in range(1, m + 1) if m % d == 0]
+        raise input_error(
+            "batch_size with minibatch='epoch'",
+            f"a divisor of the number of observations m = {m} (every batch the same size, "
+            "every observation in exactly one batch per epoch)",
+            repr(batch_size),
+            f"pick one of {divisors[:12]}{'...' if len(divisors) > 12 else ''} or drop rows",
+        )
+    if forward_batch_size is not None and not (
+        isinstance(forward_batch_size, int) and forward_batch_size >= 1
+    ):
+        raise input_error(
+            "forward_batch_size",
+            "a positive integer (members evaluated at a time) or None (all at once)",
+            repr(forward_batch_size),
+            "pass e.g. forward_batch_size=128",
+        )
     if indexed_forward and batch_size is None:
         batch_size = m
     scheduler = _schedulers.data_misfit() if scheduler is None else scheduler
     m_step = m if batch_size is None else batch_size
+    num_batches = m // m_step
 
     def evaluate(particles: PyTree, indices: Array | None) -> Array:
-        if indexed_forward:
-            return eqx.filter_vmap(forward_fn, in_axes=(eqx.if_array(0), None))(particles, indices)
-        out = eqx.filter_vmap(forward_fn)(particles)
-        return out if indices is None else out[:, indices]
+        params, static = eqx.partition(particles, eqx.is_array)
+
+        def member(p: PyTree) -> Array:
+            args = (eqx.combine(p, static),) + ((indices,) if indexed_forward else ())
+            return forward_fn(*args)
+
+        if forward_batch_size is None:
+            out = jax.vmap(member)(params)
+        else:
+            out = jax.lax.map(member, params, batch_size=forward_batch_size)
+        return out if indexed_forward or indices is None else out[:, indices]
 
     def init(particles: PyTree) -> EKIState:
         j = prior.check_particles(particles) if prior is not None else ensemble_size(particles)
@@ -225,12 +286,16 @@ def ensemble_setup(
         indices = jnp.arange(m_step) if indexed_forward else None
         check_forward(forward_fn, particles, m_step if indexed_forward else m, indices)
         dtype = flatten(particles).dtype
+        epoch = ()
+        if epochs:
+            epoch = EpochState(jnp.arange(m), jnp.zeros((), dtype), jnp.asarray(False))
         return EKIState(
             particles=particles,
             time=jnp.zeros((), dtype),
             step=jnp.zeros((), jnp.int32),
             done=jnp.asarray(False),
             scheduler_state=scheduler.init(),
+            epoch=epoch,
         )
 
     def predict(key_rw: PRNGKeyArray, key_batch: PRNGKeyArray, state: EKIState) -> Forecast:
@@ -243,10 +308,21 @@ def ensemble_setup(
             x = x + inflation * jax.random.normal(key_rw, x.shape, dtype)
         particles = unflatten(x, state.particles)
 
+        epoch = state.epoch
         if batch_size is None:
             indices, batch = None, obs
         elif batch_size == m:  # indexed forward on every observation: no shuffle needed
             indices, batch = jnp.arange(m), obs
+        elif epochs:
+            position = state.step % num_batches
+            order = jax.lax.cond(
+                position == 0,
+                lambda: jax.random.permutation(key_batch, m),
+                lambda: epoch.order,
+            )
+            indices = jax.lax.dynamic_slice(order, (position * batch_size,), (batch_size,))
+            batch = obs.subset(indices)
+            epoch = epoch._replace(order=order)
         else:
             indices = jax.random.permutation(key_batch, m)[:batch_size]
             batch = obs.subset(indices)
@@ -268,6 +344,21 @@ def ensemble_setup(
         mean_misfit = batch.misfit(mean_output)
         stats = _schedulers.MisfitStats(misfits, ok, mean_misfit, m_step, state.time)
         dt, done, scheduler_state = scheduler.next(state.scheduler_state, stats)
+        dt = dt.astype(dtype)
+        time = state.time + dt
+        if epochs:  # the scheduler speaks at the start of an epoch; its dt holds for the epoch
+            position = state.step % num_batches
+            start, last = position == 0, position == num_batches - 1
+            dt = jnp.where(start, dt, epoch.dt)
+            epoch_done = jnp.where(start, done, epoch.done)
+            scheduler_state = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(start, new, old), scheduler_state, state.scheduler_state
+            )
+            epoch = epoch._replace(dt=dt, done=epoch_done)
+            time = state.time + dt / num_batches
+            done = epoch_done & last
+            # land exactly on the epoch boundary (no drift from summing dt / B B times)
+            time = jnp.where(last, state.time - position * dt / num_batches + dt, time)
         return Forecast(
             x=x,
             batch=batch,
@@ -278,12 +369,24 @@ def ensemble_setup(
             misfits=misfits,
             mean_output=mean_output,
             mean_misfit=mean_misfit,
-            dt=dt.astype(dtype),
+            dt=dt,
+            time=time,
             done=done,
             scheduler_state=scheduler_state,
+            epoch=epoch,
         )
 
-    return EnsembleSetup(scheduler, batch_size, m_step, init, predict)
+    def advance(state: EKIState, f: Forecast, x_new: Array) -> EKIState:
+        return EKIState(
+            particles=unflatten(x_new, state.particles),
+            time=f.time,
+            step=state.step + 1,
+            done=f.done,
+            scheduler_state=f.scheduler_state,
+            epoch=f.epoch,
+        )
+
+    return EnsembleSetup(scheduler, batch_size, m_step, init, predict, advance)
 
 
 def eki(
@@ -298,6 +401,8 @@ def eki(
     regularize: bool = False,
     indexed_forward: bool = False,
     space: Space = "auto",
+    minibatch: str = "random",
+    forward_batch_size: int | None = None,
 ) -> KalmanAlgorithm:
     """Build an EKI algorithm (see the module docstring for the equations).
 
@@ -311,10 +416,14 @@ def eki(
         stochastic: perturbed observations (True) or the deterministic mean-field update.
         inflation: std of the additive random walk applied before each update (sigma_xi).
         multiplicative_inflation: covariance factor ``1 + value`` applied before each update.
-        batch_size: observations per step (random, without replacement); None = all.
+        batch_size: observations per step (without replacement); None = all.
         regularize: extended-state Tikhonov regularisation towards the prior.
         indexed_forward: see ``forward_fn``.
         space: linear algebra in ``"data"``/``"ensemble"`` space or ``"auto"`` (smaller).
+        minibatch: ``"random"`` (a fresh random batch per step) or ``"epoch"`` (disjoint batches
+            per epoch, time counted per epoch: every observation counted once by T = 1; needs
+            ``batch_size`` dividing m).
+        forward_batch_size: members evaluated at a time (memory bound); None = all at once.
 
     Returns:
         A :class:`KalmanAlgorithm` whose state is :class:`EKIState`, info :class:`EKIInfo`.
@@ -330,7 +439,7 @@ def eki(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.1))
         True
     """
-    scheduler, batch_size, m_step, init, predict = ensemble_setup(
+    scheduler, batch_size, m_step, init, predict, advance = ensemble_setup(
         forward_fn,
         obs,
         prior,
@@ -340,6 +449,8 @@ def eki(
         batch_size,
         regularize,
         indexed_forward,
+        minibatch,
+        forward_batch_size,
     )
     m = obs.size
 
@@ -375,13 +486,7 @@ def eki(
         n_failed = j - count
         x_new = redraw_failed(key_redraw, x_new, ok, count)
 
-        new_state = EKIState(
-            particles=unflatten(x_new, state.particles),
-            time=state.time + dt,
-            step=state.step + 1,
-            done=f.done,
-            scheduler_state=f.scheduler_state,
-        )
+        new_state = advance(state, f, x_new)
         info = EKIInfo(
             misfit=2 * jnp.sum(jnp.where(ok, misfits, 0)) / count / m_step,
             mean_misfit=2 * mean_misfit / m_step,

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ekibnn import schedulers as _schedulers
-from ekibnn.ensemble import masked_anomalies, redraw_failed, unflatten
+from ekibnn.ensemble import masked_anomalies, redraw_failed
 from ekibnn.inversion.eki import EKIInfo, EKIState, KalmanAlgorithm, ensemble_setup
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
@@ -93,6 +93,8 @@ def etki(
     regularize: bool = False,
     batch_size: int | None = None,
     indexed_forward: bool = False,
+    minibatch: str = "random",
+    forward_batch_size: int | None = None,
 ) -> KalmanAlgorithm:
     """Build an ensemble transform Kalman inversion (see the module docstring for the equations).
 
@@ -107,8 +109,10 @@ def etki(
         regularize: extended-state Tikhonov regularisation: observe ``[G(theta); theta]`` against
             ``[y; prior mean]`` with noise ``blockdiag(Gamma, C_0)`` (the prior then enters twice
             in a tempered-to-T=1 run: a regulariser, not the Bayesian posterior).
-        batch_size: observations per step (random, without replacement); None = all.
+        batch_size: observations per step (without replacement); None = all.
         indexed_forward: see ``forward_fn``.
+        minibatch: ``"random"`` or ``"epoch"`` (posterior-preserving; see :func:`ekibnn.eki`).
+        forward_batch_size: members evaluated at a time (memory bound); None = all at once.
 
     Returns:
         A :class:`KalmanAlgorithm` whose state is :class:`ekibnn.EKIState` and whose info is
@@ -127,7 +131,7 @@ def etki(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.1))
         True
     """
-    scheduler, batch_size, m_step, init, predict = ensemble_setup(
+    scheduler, batch_size, m_step, init, predict, advance = ensemble_setup(
         forward_fn,
         obs,
         prior,
@@ -137,6 +141,8 @@ def etki(
         batch_size,
         regularize,
         indexed_forward,
+        minibatch,
+        forward_batch_size,
         name="ETKI",
     )
 
@@ -152,7 +158,8 @@ def etki(
         _, output_anom = masked_anomalies(batch.whiten(outputs), ok, count)
         innovation = batch.whiten(batch.y - mean_output)  # (m_step,)
         if regularize:
-            std0 = prior.flat_std().astype(dtype)
+            # prior block weighted b / m under minibatching, as in eki
+            std0 = (prior.flat_std() * jnp.sqrt(obs.size / m_step)).astype(dtype)
             output_anom = jnp.concatenate([output_anom, param_anom / std0], axis=1)
             innovation = jnp.concatenate([innovation, (prior.flat_mean() - x_mean) / std0])
         root_dt = jnp.sqrt(dt)
@@ -165,13 +172,7 @@ def etki(
         n_failed = j - count
         x_new = redraw_failed(key_redraw, x_new, ok, count)
 
-        new_state = EKIState(
-            particles=unflatten(x_new, state.particles),
-            time=state.time + dt,
-            step=state.step + 1,
-            done=f.done,
-            scheduler_state=f.scheduler_state,
-        )
+        new_state = advance(state, f, x_new)
         info = EKIInfo(
             misfit=2 * jnp.sum(misfits) / count / m_step,
             mean_misfit=2 * mean_misfit / m_step,
