@@ -19,15 +19,28 @@ Both spaces use Cholesky solves, never an explicit inverse.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Float
 
-__all__ = ["kalman_increment"]
+__all__ = ["kalman_increment", "matmul_precision"]
 
 Space = Literal["auto", "data", "ensemble"]
+
+
+def matmul_precision(precision: str | None) -> contextlib.AbstractContextManager:
+    """Context in which the matrix products traced get ``precision`` (a
+    ``jax.default_matmul_precision`` value); ``None`` leaves JAX's default. The ensemble Kalman
+    updates use ``"highest"`` by default: on GPUs and TPUs JAX's default float32 products use
+    TF32/bf16 passes (on an H200 that made data- and ensemble-space increments differ by 4e-3
+    relative, and the EKS pytree and flat runs disagree); on CPU it changes nothing."""
+    if precision is None:
+        return contextlib.nullcontext()
+    return jax.default_matmul_precision(precision)
 
 
 def kalman_increment(
@@ -35,6 +48,7 @@ def kalman_increment(
     output_anomalies: Float[Array, "J m"],
     innovations: Float[Array, "K m"],
     space: Space = "auto",
+    precision: str | None = "highest",
 ) -> Float[Array, "K p"]:
     """Return ``W (B^T B + I)^{-1} B^T A`` (equation (*) in the module docstring).
 
@@ -45,10 +59,32 @@ def kalman_increment(
             usually J; K = 1 gives the update of a single vector such as the mean).
         space: ``"data"`` (m x m solve), ``"ensemble"`` (J x J solve) or ``"auto"`` (the
             smaller one).
+        precision: matrix-product precision (see :func:`matmul_precision`).
 
     Returns:
         (K, p) parameter increments.
+
+    Example:
+        The increment equals ``C^{theta G} (C^{GG} + Gamma)^{-1} d`` computed the naive way, in
+        either space:
+
+        >>> import jax, jax.numpy as jnp
+        >>> ka, kb, kw = jax.random.split(jax.random.key(0), 3)
+        >>> A = jax.random.normal(ka, (8, 3)) / jnp.sqrt(7.0)   # J = 8, p = 3
+        >>> B = jax.random.normal(kb, (8, 5)) / jnp.sqrt(7.0)   # m = 5 (whitened, Gamma = I)
+        >>> W = jax.random.normal(kw, (8, 5))
+        >>> naive = W @ jnp.linalg.solve(B.T @ B + jnp.eye(5), B.T @ A)
+        >>> data = kalman_increment(A, B, W, space="data")
+        >>> ensemble = kalman_increment(A, B, W, space="ensemble")
+        >>> data.shape, bool(jnp.allclose(data, naive, atol=1e-5)), bool(
+        ...     jnp.allclose(ensemble, naive, atol=1e-5))
+        ((8, 3), True, True)
     """
+    with matmul_precision(precision):
+        return _increment(param_anomalies, output_anomalies, innovations, space)
+
+
+def _increment(param_anomalies, output_anomalies, innovations, space):
     j, m = output_anomalies.shape
     if space == "auto":
         space = "data" if m <= j else "ensemble"

@@ -53,7 +53,7 @@ from ekibnn.ensemble import (
     unflatten,
 )
 from ekibnn.errors import input_error
-from ekibnn.linalg import Space, kalman_increment
+from ekibnn.linalg import Space, kalman_increment, matmul_precision
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
@@ -403,6 +403,7 @@ def eki(
     space: Space = "auto",
     minibatch: str = "random",
     forward_batch_size: int | None = None,
+    update_precision: str | None = "highest",
 ) -> KalmanAlgorithm:
     """Build an EKI algorithm (see the module docstring for the equations).
 
@@ -424,6 +425,10 @@ def eki(
             per epoch, time counted per epoch: every observation counted once by T = 1; needs
             ``batch_size`` dividing m).
         forward_batch_size: members evaluated at a time (memory bound); None = all at once.
+        update_precision: matrix-product precision of the Kalman update (a
+            ``jax.default_matmul_precision`` value). ``"highest"`` keeps full float32 products
+            on GPUs/TPUs, whose default uses TF32/bf16 passes; ``None`` takes JAX's default
+            (faster there; the forward map always uses JAX's default).
 
     Returns:
         A :class:`KalmanAlgorithm` whose state is :class:`EKIState`, info :class:`EKIInfo`.
@@ -480,11 +485,14 @@ def eki(
         if stochastic:
             innovation = innovation + jax.random.normal(key_noise, innovation.shape, dtype)
         innovation = jnp.where(ok[:, None], innovation, 0)
-        increment = kalman_increment(param_anom, root_dt * output_anom, innovation, space)
+        increment = kalman_increment(
+            param_anom, root_dt * output_anom, innovation, space, update_precision
+        )
         x_new = x + increment
 
         n_failed = j - count
-        x_new = redraw_failed(key_redraw, x_new, ok, count)
+        with matmul_precision(update_precision):
+            x_new = redraw_failed(key_redraw, x_new, ok, count)
 
         new_state = advance(state, f, x_new)
         info = EKIInfo(

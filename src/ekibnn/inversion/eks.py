@@ -93,6 +93,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
 from ekibnn.ensemble import flatten, redraw_failed, unflatten
 from ekibnn.errors import input_error
 from ekibnn.inversion.eki import KalmanAlgorithm, check_forward
+from ekibnn.linalg import matmul_precision
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
@@ -257,6 +258,7 @@ def _sampler(
     adaptive: bool,
     eps: float,
     space: Space,
+    update_precision: str | None,
 ) -> KalmanAlgorithm:
     if space not in ("auto", "parameter", "ensemble"):
         raise input_error(
@@ -326,49 +328,51 @@ def _sampler(
         outputs = jnp.where(ok[:, None], outputs, 0)
         n = count.astype(dtype)
 
-        # Whitened residuals G_j - y and output anomalies; population normalisation 1/J.
-        residual = jnp.where(ok[:, None], obs.whiten(outputs - obs.y), 0)  # (J, m)
-        mean_output = jnp.sum(outputs, axis=0) / n
-        out_anom = jnp.where(ok[:, None], obs.whiten(outputs - mean_output), 0)  # (J, m)
-        mean = jnp.sum(jnp.where(ok[:, None], x, 0), axis=0) / n
-        centred = jnp.where(ok[:, None], x - mean, 0)  # (J, p)
-        anom = centred / jnp.sqrt(n)  # A: C = A^T A
+        with matmul_precision(update_precision):  # the update at full precision
+            # Whitened residuals G_j - y and output anomalies; population normalisation 1/J.
+            residual = jnp.where(ok[:, None], obs.whiten(outputs - obs.y), 0)  # (J, m)
+            mean_output = jnp.sum(outputs, axis=0) / n
+            out_anom = jnp.where(ok[:, None], obs.whiten(outputs - mean_output), 0)  # (J, m)
+            mean = jnp.sum(jnp.where(ok[:, None], x, 0), axis=0) / n
+            centred = jnp.where(ok[:, None], x - mean, 0)  # (J, p)
+            anom = centred / jnp.sqrt(n)  # A: C = A^T A
 
-        # The derivative-free likelihood drift sum_k D_jk (theta_k - mean) = R (B^T X_c) / J and
-        # |D|_F, by the cheaper association for these static shapes.
-        if m > j or j * (m + p) < 2 * m * p:  # through the J x J matrix D
-            d = residual @ out_anom.T / n
-            drift = d @ centred
-            d_norm = jnp.sqrt(jnp.sum(d**2))
-        else:  # through the (m, p) whitened cross-covariance and m x m Grams
-            drift = residual @ (out_anom.T @ centred / n)
-            square = jnp.sum((residual.T @ residual) * (out_anom.T @ out_anom))
-            d_norm = jnp.sqrt(jnp.maximum(square, 0)) / n
-        if adaptive:
-            dt = eks_stable_dt(d_norm, dt0, eps, max_dt)
-        else:
-            dt = jnp.asarray(dt0, dtype)
-        if final_time is not None:
-            dt = jnp.clip(final_time - state.time, 0, dt)  # land on final_time
-            done = state.time + dt >= final_time * (1 - 1e-6)
-        else:
-            done = jnp.asarray(False)
-        dt = dt.astype(dtype)
+            # The derivative-free likelihood drift sum_k D_jk (theta_k - mean) = R (B^T X_c) / J and
+            # |D|_F, by the cheaper association for these static shapes.
+            if m > j or j * (m + p) < 2 * m * p:  # through the J x J matrix D
+                d = residual @ out_anom.T / n
+                drift = d @ centred
+                d_norm = jnp.sqrt(jnp.sum(d**2))
+            else:  # through the (m, p) whitened cross-covariance and m x m Grams
+                drift = residual @ (out_anom.T @ centred / n)
+                square = jnp.sum((residual.T @ residual) * (out_anom.T @ out_anom))
+                d_norm = jnp.sqrt(jnp.maximum(square, 0)) / n
+            if adaptive:
+                dt = eks_stable_dt(d_norm, dt0, eps, max_dt)
+            else:
+                dt = jnp.asarray(dt0, dtype)
+            if final_time is not None:
+                dt = jnp.clip(final_time - state.time, 0, dt)  # land on final_time
+                done = state.time + dt >= final_time * (1 - 1e-6)
+            else:
+                done = jnp.asarray(False)
+            dt = dt.astype(dtype)
 
-        # Explicit part: likelihood drift, plus ALDI's correction.
-        v = x - dt * drift
-        if corrected:
-            v = v + dt * (p + 1) / n * centred
-        # Implicit prior drift: theta* = m0 + (I + dt C K)^{-1} (v - m0).
-        prior_mean = prior.flat_mean().astype(dtype)
-        x_star = prior_mean + _implicit_prior_solve(
-            anom, prior.flat_std().astype(dtype), v - prior_mean, dt, space
-        )
-        # Noise sqrt(2 dt) C^{1/2} xi_j, covariance 2 dt C for every member.
-        x_new = x_star + jnp.sqrt(2 * dt) * _covariance_noise(key_noise, anom, space)
+            # Explicit part: likelihood drift, plus ALDI's correction.
+            v = x - dt * drift
+            if corrected:
+                v = v + dt * (p + 1) / n * centred
+            # Implicit prior drift: theta* = m0 + (I + dt C K)^{-1} (v - m0).
+            prior_mean = prior.flat_mean().astype(dtype)
+            x_star = prior_mean + _implicit_prior_solve(
+                anom, prior.flat_std().astype(dtype), v - prior_mean, dt, space
+            )
+            # Noise sqrt(2 dt) C^{1/2} xi_j, covariance 2 dt C for every member.
+            x_new = x_star + jnp.sqrt(2 * dt) * _covariance_noise(key_noise, anom, space)
 
         n_failed = j - count
-        x_new = redraw_failed(key_redraw, x_new, ok, count)
+        with matmul_precision(update_precision):
+            x_new = redraw_failed(key_redraw, x_new, ok, count)
 
         new_state = EKSState(
             particles=unflatten(x_new, state.particles),
@@ -400,6 +404,7 @@ def eks(
     adaptive: bool = True,
     eps: float = 1e-8,
     space: Space = "auto",
+    update_precision: str | None = "highest",
 ) -> KalmanAlgorithm:
     """Build the ensemble Kalman sampler (EKS) of Garbuno-Inigo, Hoffmann, Li & Stuart (2020).
 
@@ -424,6 +429,8 @@ def eks(
         space: ``"parameter"`` (p x p Cholesky solve and covariance root), ``"ensemble"``
             (J x J Woodbury solve, noise through the anomalies) or ``"auto"`` (parameter space
             when ``p <= J``). The drift and the noise's law are the same in both.
+        update_precision: matrix-product precision of the update (see
+            :func:`ekibnn.linalg.matmul_precision`; the forward map keeps JAX's default).
 
     Returns:
         A :class:`KalmanAlgorithm` whose state is :class:`EKSState`, info :class:`EKSInfo`.
@@ -443,7 +450,18 @@ def eks(
         True
     """
     return _sampler(
-        "EKS", False, forward_fn, obs, prior, dt0, max_dt, final_time, adaptive, eps, space
+        "EKS",
+        False,
+        forward_fn,
+        obs,
+        prior,
+        dt0,
+        max_dt,
+        final_time,
+        adaptive,
+        eps,
+        space,
+        update_precision,
     )
 
 
@@ -457,6 +475,7 @@ def aldi(
     adaptive: bool = True,
     eps: float = 1e-8,
     space: Space = "auto",
+    update_precision: str | None = "highest",
 ) -> KalmanAlgorithm:
     """Build gradient-free ALDI (affine-invariant Langevin dynamics; Garbuno-Inigo, Nüsken &
     Reich 2020): EKS plus the finite-ensemble correction ``(p + 1)/J (theta_j - mean)`` and the
@@ -478,5 +497,16 @@ def aldi(
         True
     """
     return _sampler(
-        "ALDI", True, forward_fn, obs, prior, dt0, max_dt, final_time, adaptive, eps, space
+        "ALDI",
+        True,
+        forward_fn,
+        obs,
+        prior,
+        dt0,
+        max_dt,
+        final_time,
+        adaptive,
+        eps,
+        space,
+        update_precision,
     )

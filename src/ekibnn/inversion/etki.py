@@ -50,6 +50,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ekibnn import schedulers as _schedulers
 from ekibnn.ensemble import masked_anomalies, redraw_failed
 from ekibnn.inversion.eki import EKIInfo, EKIState, KalmanAlgorithm, ensemble_setup
+from ekibnn.linalg import matmul_precision
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
@@ -60,6 +61,7 @@ def transform_update(
     param_anomalies: Float[Array, "J p"],
     output_anomalies: Float[Array, "J m"],
     innovation: Float[Array, " m"],
+    precision: str | None = "highest",
 ) -> tuple[Float[Array, " p"], Float[Array, "J p"]]:
     """The ETKI update in ensemble space: equations (1) and (2) of the module docstring.
 
@@ -69,10 +71,16 @@ def transform_update(
         output_anomalies: ``B'`` (J, m), centred whitened outputs / sqrt(J - 1), already scaled
             by ``sqrt(dt)``.
         innovation: ``d'`` (m,), the whitened mean innovation, scaled by ``sqrt(dt)``.
+        precision: matrix-product precision (see :func:`ekibnn.linalg.kalman_increment`).
 
     Returns:
         ``(mean increment (p,), new anomalies T A (J, p))``. Only ``(J, J)`` matrices are formed.
     """
+    with matmul_precision(precision):
+        return _transform(param_anomalies, output_anomalies, innovation)
+
+
+def _transform(param_anomalies, output_anomalies, innovation):
     b = output_anomalies
     gram = b @ b.T  # (J, J): the only matrix factorised
     evals, evecs = jnp.linalg.eigh(0.5 * (gram + gram.T))
@@ -95,6 +103,7 @@ def etki(
     indexed_forward: bool = False,
     minibatch: str = "random",
     forward_batch_size: int | None = None,
+    update_precision: str | None = "highest",
 ) -> KalmanAlgorithm:
     """Build an ensemble transform Kalman inversion (see the module docstring for the equations).
 
@@ -113,6 +122,7 @@ def etki(
         indexed_forward: see ``forward_fn``.
         minibatch: ``"random"`` or ``"epoch"`` (posterior-preserving; see :func:`ekibnn.eki`).
         forward_batch_size: members evaluated at a time (memory bound); None = all at once.
+        update_precision: matrix-product precision of the update (see :func:`ekibnn.eki`).
 
     Returns:
         A :class:`KalmanAlgorithm` whose state is :class:`ekibnn.EKIState` and whose info is
@@ -164,13 +174,14 @@ def etki(
             innovation = jnp.concatenate([innovation, (prior.flat_mean() - x_mean) / std0])
         root_dt = jnp.sqrt(dt)
         mean_step, new_anom = transform_update(
-            param_anom, root_dt * output_anom, root_dt * innovation
+            param_anom, root_dt * output_anom, root_dt * innovation, update_precision
         )
         new_mean = x_mean + mean_step
         x_new = new_mean + jnp.sqrt(count - 1.0).astype(dtype) * new_anom  # failed rows: mean
 
         n_failed = j - count
-        x_new = redraw_failed(key_redraw, x_new, ok, count)
+        with matmul_precision(update_precision):
+            x_new = redraw_failed(key_redraw, x_new, ok, count)
 
         new_state = advance(state, f, x_new)
         info = EKIInfo(

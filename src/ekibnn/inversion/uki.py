@@ -71,6 +71,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ekibnn.ensemble import flatten_member, unflatten
 from ekibnn.errors import input_error
 from ekibnn.inversion.eki import KalmanAlgorithm, check_forward
+from ekibnn.linalg import matmul_precision
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
@@ -131,6 +132,7 @@ def uki(
     evolution_cov: Literal["current", "prior"] = "current",
     tol: float | None = None,
     max_steps: int = 100,
+    update_precision: str | None = "highest",
 ) -> KalmanAlgorithm:
     """Build an unscented Kalman inversion (see the module docstring for the equations).
 
@@ -153,6 +155,8 @@ def uki(
             units) falls below it; default ``sqrt(machine epsilon)`` of the parameters' dtype
             (3.5e-4 in float32, 1.5e-8 in float64).
         max_steps: stop after this many iterations in any case (``done`` is set).
+        update_precision: matrix-product precision of the analysis step (see
+            :func:`ekibnn.linalg.matmul_precision`; the forward map keeps JAX's default).
 
     Returns:
         A :class:`KalmanAlgorithm` with state :class:`UKIState` and info :class:`UKIInfo`.
@@ -271,21 +275,22 @@ def uki(
             "fix: check forward_fn for overflow/NaN, reparametrise (e.g. log-transform) or use "
             "a smaller prior std",
         )
-        residual = obs.whiten(obs.y - outputs)  # (2p + 1, m)
-        sq = jnp.sum(residual**2, axis=1)
-        root_w = math.sqrt(weight)
-        param_anom = root_w * (sigma[1:] - mean_hat)  # A (2p, p)
-        inv_root2 = 1.0 / math.sqrt(2.0)  # Sigma_nu = 2 Gamma (and 2 C_0)
-        output_anom = root_w * inv_root2 * (residual[0] - residual[1:])  # B = W^1/2 Sn^-1/2 dy
-        innovation = inv_root2 * residual[0]
-        if impose_prior:
-            output_anom = jnp.concatenate([output_anom, inv_root2 * param_anom / std0], axis=1)
-            innovation = jnp.concatenate([innovation, inv_root2 * (mean0 - mean_hat) / std0])
-        gram = output_anom @ output_anom.T + jnp.eye(2 * p, dtype=dtype)  # (2p, 2p)
-        factor = jnp.linalg.cholesky(gram)
-        mean_new = mean_hat + param_anom.T @ cho_solve((factor, True), output_anom @ innovation)
-        z = solve_triangular(factor, param_anom, lower=True)
-        cov_new = z.T @ z
+        with matmul_precision(update_precision):  # the update at full precision
+            residual = obs.whiten(obs.y - outputs)  # (2p + 1, m)
+            sq = jnp.sum(residual**2, axis=1)
+            root_w = math.sqrt(weight)
+            param_anom = root_w * (sigma[1:] - mean_hat)  # A (2p, p)
+            inv_root2 = 1.0 / math.sqrt(2.0)  # Sigma_nu = 2 Gamma (and 2 C_0)
+            output_anom = root_w * inv_root2 * (residual[0] - residual[1:])  # B = W^1/2 Sn^-1/2 dy
+            innovation = inv_root2 * residual[0]
+            if impose_prior:
+                output_anom = jnp.concatenate([output_anom, inv_root2 * param_anom / std0], axis=1)
+                innovation = jnp.concatenate([innovation, inv_root2 * (mean0 - mean_hat) / std0])
+            gram = output_anom @ output_anom.T + jnp.eye(2 * p, dtype=dtype)  # (2p, 2p)
+            factor = jnp.linalg.cholesky(gram)
+            mean_new = mean_hat + param_anom.T @ cho_solve((factor, True), output_anom @ innovation)
+            z = solve_triangular(factor, param_anom, lower=True)
+            cov_new = z.T @ z
         cov_new = eqx.error_if(
             cov_new,
             ~jnp.all(jnp.isfinite(cov_new)),
