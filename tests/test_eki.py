@@ -342,3 +342,32 @@ def test_bad_inputs_raise_clear_errors(key):
         ek.eki(lambda th: th @ jnp.zeros((7, 5)), obs).init(x0)
     with pytest.raises(ek.InputError, match="same leading"):
         ek.eki(problem.forward, obs).init({"a": jnp.zeros((8, 2)), "b": jnp.zeros((7, 1))})
+
+
+def test_hss_regularised_stochastic_eki_samples_the_posterior():
+    """The stochastic counterpart of the HSS fixed point (see test_etki): perturbed observations
+    with noise 2 blockdiag(Gamma, C_0), covariance doubled before each analysis. Its ensemble
+    fluctuates around the posterior; average the statistics over the last iterations."""
+    problem = make_linear_problem(m=6, p=3, seed=5)
+    obs, prior = _setup(problem)
+    algo = ek.eki(
+        problem.forward,
+        obs,
+        prior=prior,
+        regularize=True,
+        multiplicative_inflation=1.0,
+        scheduler=ek.schedulers.constant(0.5),
+    )
+    state = algo.init(prior.sample(jax.random.key(1), 2000))
+    step = jax.jit(algo.step)
+    means, covs = [], []
+    for n in range(60):
+        state, _ = step(jax.random.fold_in(jax.random.key(0), n), state)
+        if n >= 20:
+            theta = np.asarray(state.particles, np.float64)
+            means.append(theta.mean(0))
+            covs.append(np.cov(theta.T))
+    sd = np.sqrt(np.diag(problem.post_cov))
+    mean_err = np.abs(np.mean(means, 0) - problem.post_mean) / sd
+    cov_err = np.abs(np.mean(covs, 0) - problem.post_cov) / np.outer(sd, sd)
+    assert mean_err.max() < 0.05 and cov_err.max() < 0.1, (mean_err, cov_err)

@@ -25,6 +25,11 @@ One step, for members ``j = 1..J`` with outputs ``G_j = G(theta_j)`` on this ste
 * ``regularize``: Tikhonov / extended-state EKI (Chada, Stuart & Tong 2020): observe
   ``[G(theta); theta]`` against ``[y; prior mean]`` with noise ``blockdiag(Gamma, C_0)``
   (``C_0 m / b`` with minibatches of ``b`` of ``m`` observations);
+  with ``multiplicative_inflation=1.0`` and ``scheduler=constant(0.5)`` this is the
+  posterior-consistent iterated Kalman method of Huang, Schneider & Stuart (2022) with
+  ``alpha = 1``: prediction covariance ``2 C_n``, analysis noise ``2 blockdiag(Gamma, C_0)``,
+  whose fixed point for a linear problem is the posterior (mean and covariance; exactly so for
+  :func:`ekibnn.etki`, in Monte-Carlo average for the perturbed-observation form — both tested);
 * failure handling: members with a non-finite output are left out of all statistics and
   redrawn from the Gaussian fitted to the updated successful members;
 * ``forward_batch_size``: evaluate the forward map on that many members at a time
