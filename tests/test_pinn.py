@@ -159,3 +159,159 @@ def test_tiny_poisson_run_reduces_misfit_moves_k_and_writes_outputs(tmp_path):
         assert (tmp_path / name).exists()
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["parameters"]["k"]["true"] == 0.7
+
+
+# ----------------------------------------------------------------------------- new recipes
+def _linear_pinn():
+    """A B-PINN whose forward map is linear in all parameters: a network without hidden layers
+    (u(x) = w x + b) and the operator N[u; a](x) = u'(x) + a, so the posterior is Gaussian in
+    closed form."""
+    x_u = np.array([[-0.5], [0.0], [0.5], [1.0]])
+    return pinn.PINNProblem(
+        net=MLP(jax.random.key(0), 1, 1, hidden=(), parameterization="ntk"),
+        operator=lambda u, x, p: jax.grad(u)(x)[0] + p["a"],
+        x_u=x_u,
+        y_u=np.array([-0.4, 0.6, 1.4, 2.6]),
+        x_b=np.array([[-1.0]]),
+        y_b=np.array([-1.1]),
+        x_f=np.array([[0.25], [0.75]]),
+        y_f=np.array([2.4, 2.6]),
+        phys={"a": pinn.PhysicalParam(0.0, 2.0, true=0.5)},
+        noise_u=0.2,
+        noise_b=0.3,
+        noise_f=0.5,
+        net_prior_std=1.5,
+    )
+
+
+def _closed_form(problem):
+    """Posterior mean and covariance of the flat parameters of a linear problem."""
+    prior = problem.prior()
+    template = jax.tree_util.tree_map(lambda x: x[None], problem.template())
+    flat0 = ek.ensemble.flatten(template)[0]
+
+    def forward(theta):
+        member = ek.ensemble.unflatten(theta[None], template)
+        return problem.forward_fn(jax.tree_util.tree_map(lambda x: x[0], member))
+
+    H = np.asarray(jax.jacfwd(forward)(flat0), float)
+    offset = np.asarray(forward(jnp.zeros_like(flat0)), float)
+    noise = np.asarray(problem.noise_std(), float)
+    y = np.asarray(problem.observation().y, float) - offset
+    prior_prec = np.diag(np.asarray(prior.flat_std(), float) ** -2)
+    cov = np.linalg.inv(H.T @ (H / noise[:, None] ** 2) + prior_prec)
+    mean = cov @ (H.T @ (y / noise**2) + prior_prec @ np.asarray(prior.flat_mean(), float))
+    return mean, cov
+
+
+def test_methods_are_listed_and_build():
+    problem = pinn.poisson1d(hidden=(4,))
+    assert {"uki", "eks", "aldi"} <= set(pinn.METHODS)
+    for method in pinn.METHODS:
+        algo = pinn.build_algorithm(problem, method)
+        assert callable(algo.init) and callable(algo.step)
+
+
+def test_uki_recipe_matches_closed_form_on_a_linear_pinn():
+    """UKI (prior imposed) through pinn.fit reaches the exact Gaussian posterior of a linear
+    B-PINN; result.particles are draws of that Gaussian."""
+    problem = _linear_pinn()
+    mean, cov = _closed_form(problem)
+    result = pinn.fit(problem, jax.random.key(0), method="uki", ensemble_size=4000, max_steps=60)
+    np.testing.assert_allclose(ek.ensemble.flatten_member(result.state.mean), mean, atol=2e-3)
+    np.testing.assert_allclose(result.state.cov, cov, atol=2e-3)
+    draws = np.asarray(ek.ensemble.flatten(result.particles))
+    assert draws.shape == (4000, 3)
+    np.testing.assert_allclose(draws.mean(0), mean, atol=4 * np.sqrt(np.max(np.diag(cov)) / 4000))
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=0.1 * np.max(np.diag(cov)))
+
+
+def test_uki_recipe_refuses_large_networks_with_a_fix():
+    problem = pinn.poisson1d()  # [1, 50, 50, 1]: p = 2702
+    with pytest.raises(InputError, match="smaller network"):
+        pinn.build_algorithm(problem, "uki")
+    with pytest.raises(InputError, match="uki"):
+        pinn.fit(problem, jax.random.key(0), method="uki")
+
+
+def test_aldi_recipe_samples_the_linear_posterior_after_a_warm_start():
+    """ALDI (J >= p + 2) started from the EKI warm start samples the exact posterior of a
+    linear B-PINN; the history joins both stages."""
+    problem = _linear_pinn()
+    mean, cov = _closed_form(problem)
+    result = pinn.fit(
+        problem,
+        jax.random.key(1),
+        method="aldi",
+        ensemble_size=400,
+        max_steps=5,
+        sampler_time=3.0,
+    )
+    draws = np.asarray(ek.ensemble.flatten(result.particles))
+    std = np.sqrt(np.diag(cov))
+    np.testing.assert_allclose(draws.mean(0), mean, atol=0.25 * std.max())
+    np.testing.assert_allclose(draws.std(0), std, rtol=0.25)
+    history = result.history
+    assert len(history.misfit) == result.num_steps
+    assert np.all(np.isnan(history.d_norm[:5])) and np.all(np.isfinite(history.d_norm[5:]))
+    assert float(history.time[-1]) == pytest.approx(3.0, rel=1e-4)
+
+
+def test_eks_recipe_runs_from_a_warm_start_and_aldi_checks_the_ensemble_size():
+    problem = pinn.poisson1d(hidden=(4,))  # p = 14
+    result = pinn.fit(
+        problem,
+        jax.random.key(0),
+        method="eks",
+        ensemble_size=10,  # J < p: EKS is fine, ALDI is not
+        max_steps=4,
+        sampler_time=0.1,
+        warm_start="eki-disc",
+    )
+    k = np.asarray(problem.constrained(result.particles["phys"])["k"])
+    assert k.shape == (10,) and np.all(np.isfinite(k))
+    assert result.state.time == pytest.approx(0.1, rel=1e-4)
+    with pytest.raises(InputError, match="p \\+ 2 = 16"):
+        pinn.fit(problem, jax.random.key(0), method="aldi", ensemble_size=10)
+    with pytest.raises(InputError, match="warm_start"):
+        pinn.fit(problem, jax.random.key(0), method="eks", warm_start="uki")
+
+
+# ----------------------------------------------------------------------------- ArviZ export
+def test_to_inference_data_from_an_ensemble_and_from_chains():
+    az = pytest.importorskip("arviz")
+    problem = pinn.damped_oscillator(hidden=(4,))
+    particles = problem.prior().sample(jax.random.key(0), 12)
+    idata = pinn.to_inference_data(particles, problem, x=problem.grid(5))
+    assert isinstance(idata, az.InferenceData)
+    post = idata.posterior
+    assert post["c"].shape == (1, 12) and post["w2"].shape == (1, 12)
+    phys = problem.constrained(particles["phys"])
+    np.testing.assert_allclose(post["c"].values[0], phys["c"], rtol=1e-6)
+    np.testing.assert_allclose(post["w2"].values[0], phys["w2"], rtol=1e-6)
+    np.testing.assert_allclose(
+        post["u"].values[0], problem.predict_u(particles, problem.grid(5)), rtol=1e-5
+    )
+    np.testing.assert_allclose(idata.observed_data["y"].values, problem.observation().y)
+    assert idata.posterior.attrs["problem"] == "damped_oscillator"
+    # chains x draws (e.g. NUTS): the leading two axes become chain and draw
+    chains = jax.tree_util.tree_map(lambda a: a.reshape(3, 4, *a.shape[1:]), particles)
+    idata = pinn.to_inference_data(chains, problem)
+    assert idata.posterior["c"].shape == (3, 4)
+    np.testing.assert_allclose(idata.posterior["c"].values.reshape(-1), phys["c"], rtol=1e-6)
+    assert np.isfinite(float(az.rhat(idata, var_names=["c"])["c"]))
+
+
+def test_to_inference_data_accepts_a_fit_result_and_rejects_bad_input(monkeypatch):
+    pytest.importorskip("arviz")
+    problem = pinn.poisson1d(hidden=(4,))
+    result = pinn.fit(problem, jax.random.key(0), ensemble_size=8, max_steps=2)
+    idata = pinn.to_inference_data(result, problem)
+    assert idata.posterior["k"].shape == (1, 8)
+    with pytest.raises(InputError):
+        pinn.to_inference_data({"k": np.zeros(8)}, problem)
+    with pytest.raises(InputError):
+        pinn.to_inference_data(result, pinn.damped_oscillator(hidden=(4,)))
+    monkeypatch.setitem(__import__("sys").modules, "arviz", None)
+    with pytest.raises(ImportError, match="ekibnn\\[arviz\\]"):
+        pinn.to_inference_data(result, problem)
