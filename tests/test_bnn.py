@@ -108,6 +108,61 @@ def test_ensemble_apply_is_one_fused_vmap():
 
 
 # --------------------------------------------------------------------------------------
+# Mixed precision: bf16 forward passes, float32 updates
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parameterization", ["standard", "ntk"])
+def test_bf16_forward_is_close_to_float32_and_returns_float32(parameterization):
+    kwargs = {"hidden": (64, 64), "parameterization": parameterization}
+    f32 = bnn.MLP(jax.random.key(0), 3, 2, **kwargs)
+    bf16 = bnn.MLP(jax.random.key(0), 3, 2, compute_dtype=jnp.bfloat16, **kwargs)
+    for a, b in zip(jax.tree_util.tree_leaves(f32), jax.tree_util.tree_leaves(bf16), strict=True):
+        assert b.dtype == jnp.float32  # the parameters stay float32
+        np.testing.assert_array_equal(a, b)
+    x = jax.random.normal(jax.random.key(1), (200, 3))
+    ref, low = f32(x), bf16(x)
+    assert low.dtype == jnp.float32
+    scale = float(jnp.max(jnp.abs(ref)))
+    err = float(jnp.max(jnp.abs(low - ref))) / scale
+    assert 0 < err < 3e-2, err  # bf16 operands (2^-8 relative), float32 accumulation
+    hlo = jax.jit(lambda m, x: m(x)).lower(bf16, x).as_text()
+    assert "bf16" in hlo and "dot_general" in hlo
+
+
+def test_bf16_forward_gives_float32_eki_updates_close_to_float32():
+    X = jnp.linspace(-2, 2, 40)[:, None]
+    lik = bnn.regression(X, jnp.sin(X[:, 0]), 0.1)
+    results = {}
+    for name, dtype in (("f32", None), ("bf16", jnp.bfloat16)):
+        model = bnn.MLP(jax.random.key(0), 1, 1, (16,), parameterization="ntk", compute_dtype=dtype)
+        prior = ek.GaussianPrior.like(model)
+        algo = ek.eki(lik.forward_fn, lik.obs, prior=prior, scheduler=ek.schedulers.constant(0.1))
+        state = algo.init(prior.sample(jax.random.key(1), 32))
+        state, info = eqx.filter_jit(algo.step)(jax.random.key(2), state)
+        results[name] = (state, info)
+    state, info = results["bf16"]
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(state.particles)} == {
+        np.dtype(np.float32)
+    }
+    assert info.misfit.dtype == jnp.float32 and state.time.dtype == jnp.float32
+    np.testing.assert_allclose(info.misfit, results["f32"][1].misfit, rtol=5e-2)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(results["f32"][0].particles),
+        jax.tree_util.tree_leaves(state.particles),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, atol=0.05 * float(jnp.max(jnp.abs(a))))
+
+
+def test_bad_compute_dtype_is_refused():
+    with pytest.raises(InputError, match="compute_dtype"):
+        bnn.MLP(jax.random.key(0), 1, 1, compute_dtype=jnp.int8)
+    with pytest.raises(InputError, match="compute_dtype"):
+        bnn.MLP(jax.random.key(0), 1, 1, compute_dtype="not-a-dtype")
+
+
+# --------------------------------------------------------------------------------------
 # Likelihoods
 # --------------------------------------------------------------------------------------
 

@@ -29,8 +29,12 @@ def _load(name):
     return module
 
 
+# run by tests/test_multihost.py (it spawns its own processes)
+ELSEWHERE = {"multihost.py"}
+
+
 def test_every_example_is_covered():
-    assert {p.name for p in EXAMPLES.glob("*.py")} == set(TINY)
+    assert {p.name for p in EXAMPLES.glob("*.py")} == set(TINY) | ELSEWHERE
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -11,7 +11,7 @@ Example:
     (100, 2)
 """
 
-from ekibnn import bnn, datasets, ensemble, linalg, metrics, pinn, schedulers
+from ekibnn import bnn, datasets, ensemble, linalg, metrics, pinn, schedulers, streaming
 from ekibnn.errors import InputError
 from ekibnn.estimators import EKIClassifier, EKIRegressor
 from ekibnn.inversion import (
@@ -60,5 +60,6 @@ __all__ = [
     "pinn",
     "run",
     "schedulers",
+    "streaming",
     "uki",
 ]

@@ -56,6 +56,14 @@ class MLP(eqx.Module):
         activation: ``"tanh"``, ``"relu"``, ``"gelu"``, ``"silu"`` or ``"sin"``.
         parameterization: ``"standard"`` or ``"ntk"``.
         dtype: floating dtype of the parameters (default: JAX's default float).
+        compute_dtype: optional lower precision for the forward pass, e.g. ``jnp.bfloat16``:
+            the inputs and every weight are cast to it for the matrix products, which accumulate
+            in float32 (``preferred_element_type``); bias, scaling and activation run in float32
+            and the output is returned in the parameters' dtype. The parameters, the ensemble
+            statistics and the Kalman update stay in ``dtype`` (mixed precision: bf16 halves the
+            bytes of activations and weights moved by the forward pass and uses the bf16 matrix
+            units of GPUs/TPUs; on CPU the gain depends on the backend). Outputs differ from
+            float32 by about bf16's relative precision (2^-8 = 0.4%) times the depth.
 
     Example:
         >>> import jax
@@ -68,6 +76,7 @@ class MLP(eqx.Module):
     biases: tuple[Float[Array, " fan_out"], ...]
     activation: str = eqx.field(static=True)
     parameterization: str = eqx.field(static=True)
+    compute_dtype: jnp.dtype | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -78,6 +87,7 @@ class MLP(eqx.Module):
         activation: Activation = "tanh",
         parameterization: Parameterization = "standard",
         dtype: jnp.dtype | None = None,
+        compute_dtype: jnp.dtype | None = None,
     ):
         hidden = tuple(hidden)
         sizes = (in_size, *hidden, out_size)
@@ -103,6 +113,18 @@ class MLP(eqx.Module):
                 "use 'ntk' for width-independent prior scales, 'standard' for raw weights",
             )
         dtype = jnp.result_type(float) if dtype is None else dtype
+        if compute_dtype is not None:
+            try:
+                compute_dtype = jnp.dtype(compute_dtype)
+            except TypeError:
+                compute_dtype = None
+            if compute_dtype is None or not jnp.issubdtype(compute_dtype, jnp.floating):
+                raise input_error(
+                    "MLP compute_dtype",
+                    "None or a floating dtype such as jnp.bfloat16 or jnp.float16",
+                    repr(compute_dtype),
+                    "pass compute_dtype=jnp.bfloat16 for a bf16 forward pass",
+                )
         keys = jax.random.split(key, 2 * (len(sizes) - 1))  # one key per leaf
         self.weights = tuple(
             jax.random.normal(keys[2 * i], (fan_in, fan_out), dtype)
@@ -114,6 +136,7 @@ class MLP(eqx.Module):
         )
         self.activation = activation
         self.parameterization = parameterization
+        self.compute_dtype = compute_dtype
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -126,14 +149,19 @@ class MLP(eqx.Module):
         act = ACTIVATIONS[self.activation]
         h = x
         last = len(self.weights) - 1
+        low = self.compute_dtype
+        out_dtype = self.weights[0].dtype
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            h = h @ w
+            if low is None:
+                h = h @ w
+            else:  # low-precision operands, float32 accumulation
+                h = jnp.matmul(h.astype(low), w.astype(low), preferred_element_type=jnp.float32)
             if self.parameterization == "ntk":
                 h = h * (1.0 / math.sqrt(w.shape[-2]))
             h = h + b
             if i < last:
                 h = act(h)
-        return h
+        return h if low is None else h.astype(out_dtype)
 
 
 def ensemble_apply(particles: PyTree, x: Float[Array, "n d"]) -> Float[Array, "J n out"]:
