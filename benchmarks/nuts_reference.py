@@ -2,6 +2,13 @@
 with). Several chains, Stan-style window adaptation of step size and diagonal mass matrix,
 R-hat and effective sample sizes reported.
 
+R-hat on the *parameters* of a neural network is not a convergence diagnostic: the posterior
+is invariant under permutations of hidden units and sign flips, so chains that sample the same
+predictive distribution from different symmetric modes have weight-space R-hat far above 1.
+Pass ``predict_fn`` to get R-hat and ESS of the *predictions* (functions of the parameters that
+are invariant under those symmetries): that is the number to check (< 1.01 converged, < 1.1
+usable).
+
 Used by `posterior_fidelity.py`, `uci_style.py` and `bpinn.py`; not part of the library (BlackJAX
 is a benchmark-only dependency: `pip install -e ".[bench]"`).
 """
@@ -21,11 +28,21 @@ from blackjax.diagnostics import effective_sample_size, potential_scale_reductio
 
 class NutsResult(NamedTuple):
     samples: np.ndarray  # (chains, draws, p)
-    max_rhat: float
+    max_rhat: float  # over parameters (meaningless for networks: see the module docstring)
     min_ess: float
     divergences: int
     mean_acceptance: float
     wall_time_s: float  # compilation included
+    pred_max_rhat: float = float("nan")  # over the predict_fn outputs (NaN without one)
+    pred_min_ess: float = float("nan")
+
+
+def prediction_diagnostics(preds: np.ndarray) -> tuple[float, float]:
+    """Max split-free R-hat and min ESS over the points of ``preds`` ``(chains, draws, n)``."""
+    preds = jnp.asarray(preds)
+    rhat = np.asarray(potential_scale_reduction(preds, chain_axis=0, sample_axis=1))
+    ess = np.asarray(effective_sample_size(preds, chain_axis=0, sample_axis=1))
+    return float(np.nanmax(rhat)), float(np.nanmin(ess))
 
 
 def run_nuts(
@@ -35,9 +52,11 @@ def run_nuts(
     num_warmup: int = 1000,
     num_samples: int = 1000,
     target_acceptance: float = 0.8,
+    predict_fn: Callable[[jax.Array], jax.Array] | None = None,
 ) -> NutsResult:
     """Adapt and sample ``chains`` independent NUTS chains (vmapped) on a flat parameter
-    vector. Returns the draws with convergence diagnostics."""
+    vector. Returns the draws with convergence diagnostics; with ``predict_fn(theta) -> (n,)``
+    also R-hat / ESS of the predictions (the meaningful ones for a network)."""
 
     def one_chain(key, position):
         warm_key, sample_key = jax.random.split(key)
@@ -66,6 +85,12 @@ def run_nuts(
     draws = np.asarray(draws)
     rhat = np.asarray(potential_scale_reduction(jnp.asarray(draws), chain_axis=0, sample_axis=1))
     ess = np.asarray(effective_sample_size(jnp.asarray(draws), chain_axis=0, sample_axis=1))
+    pred_rhat = pred_ess = float("nan")
+    if predict_fn is not None:
+        chains_, num = draws.shape[:2]
+        flat = jnp.asarray(draws.reshape(chains_ * num, -1))
+        preds = jax.jit(jax.vmap(predict_fn))(flat)
+        pred_rhat, pred_ess = prediction_diagnostics(np.asarray(preds).reshape(chains_, num, -1))
     return NutsResult(
         samples=draws,
         max_rhat=float(np.nanmax(rhat)),
@@ -73,14 +98,36 @@ def run_nuts(
         divergences=int(np.asarray(divergent).sum()),
         mean_acceptance=float(np.asarray(acceptance).mean()),
         wall_time_s=wall,
+        pred_max_rhat=pred_rhat,
+        pred_min_ess=pred_ess,
     )
 
 
-def gaussian_regression_logdensity(apply_flat, X, y, noise_std, prior_std=1.0):
-    """log N(y | f(X; theta), noise^2 I) + log N(theta | 0, prior_std^2 I) for flat theta."""
+def gaussian_regression_logdensity(
+    apply_flat, X, y, noise_std, prior_std=1.0, log_noise_prior=(-1.0, 1.0)
+):
+    """log N(y | f(X; theta), noise^2 I) + log N(theta | 0, prior_std^2 I) for flat theta.
 
-    def logdensity(theta):
-        resid = (y - apply_flat(theta, X)) / noise_std
-        return -0.5 * jnp.sum(resid**2) - 0.5 * jnp.sum((theta / prior_std) ** 2)
+    ``noise_std=None``: the noise is unknown and the LAST entry of theta is ``log noise_std``
+    with prior ``N(log_noise_prior[0], log_noise_prior[1]^2)``; ``apply_flat`` then gets the
+    network parameters ``theta[:-1]``."""
+    if noise_std is not None:
 
-    return logdensity
+        def logdensity(theta):
+            resid = (y - apply_flat(theta, X)) / noise_std
+            return -0.5 * jnp.sum(resid**2) - 0.5 * jnp.sum((theta / prior_std) ** 2)
+
+        return logdensity
+    loc, scale = log_noise_prior
+
+    def logdensity_unknown_noise(theta):
+        params, log_noise = theta[:-1], theta[-1]
+        resid = (y - apply_flat(params, X)) * jnp.exp(-log_noise)
+        return (
+            -0.5 * jnp.sum(resid**2)
+            - y.shape[0] * log_noise
+            - 0.5 * jnp.sum((params / prior_std) ** 2)
+            - 0.5 * ((log_noise - loc) / scale) ** 2
+        )
+
+    return logdensity_unknown_noise

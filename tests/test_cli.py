@@ -125,3 +125,47 @@ def test_pinn_command_writes_metrics_and_plots(tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     bad = runner.invoke(app, ["pinn", "nope"])
     assert bad.exit_code == 1 and "expected one of" in bad.output
+
+
+@pytest.mark.parametrize("method", ["uki", "eks", "aldi"])
+def test_fit_every_method(tmp_path, method):
+    args = [
+        "fit",
+        "--dataset",
+        "diabetes",
+        "--out",
+        str(tmp_path),
+        "--hidden",
+        "2",
+        "--ensemble-size",
+        "32",
+        "--steps",
+        "5",
+        "--method",
+        method,
+        "--sampler-time",
+        "0.05",
+        "--no-progress",
+    ]
+    result = runner.invoke(app, args)  # hidden 2 on 10 features: p = 25, ALDI needs J >= 27
+    assert result.exit_code == 0, result.output
+    params = json.loads((tmp_path / "metrics.json").read_text())["params"]
+    assert params["method"] == method and params["sampler_time"] == 0.05
+
+
+def test_fit_unknown_method(tmp_path):
+    result = runner.invoke(app, ["fit", "--dataset", "diabetes", "--method", "nope"])
+    assert result.exit_code == 1
+    assert (
+        "expected one of eki, etki, uki, eks, aldi" in result.output and "'nope'" in result.output
+    )
+
+
+def test_pinn_help_lists_every_recipe():
+    from ekibnn import cli, pinn
+
+    assert cli.PINN_METHODS == pinn.METHODS
+    result = CliRunner().invoke(cli.app, ["pinn", "--help"])
+    assert result.exit_code == 0
+    for name in pinn.METHODS:
+        assert name in result.output

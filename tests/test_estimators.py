@@ -140,7 +140,8 @@ def test_bad_hyperparameters_raise_at_fit(sine):
         (dict(ensemble_size=1), "ensemble_size"),
         (dict(hidden=(0,)), "hidden"),
         (dict(activation="swish"), "activation"),
-        (dict(method="uki"), "method"),
+        (dict(method="nope"), "method"),
+        (dict(sampler_time=0.0), "sampler_time"),
         (dict(noise=-1.0), "noise"),
         (dict(batch_size=0), "batch_size"),
         (dict(validation_fraction=1.5), "validation_fraction"),
@@ -253,3 +254,58 @@ def test_etki_method_fits_and_differs_from_eki(sine, fitted_sine):
     assert not np.allclose(etki_fit.predict(Xt), fitted_sine.predict(Xt))
     _, std = etki_fit.predict(Xt, return_std=True)
     assert np.all(std > 0)
+
+
+# --------------------------------------------------------------------------------------
+# method= : every recipe at tiny size
+# --------------------------------------------------------------------------------------
+
+# hidden (8,) on one feature: p = 25 parameters, so ALDI needs J >= 27.
+_TINY = dict(hidden=(8,), num_steps=10, noise=0.1, sampler_time=0.05)
+
+
+@pytest.mark.parametrize("method", ["eki", "etki", "uki", "eks", "aldi"])
+def test_each_method_reduces_training_error(sine, method):
+    X, y, Xt, _ = sine
+    reg = EKIRegressor(**_TINY, ensemble_size=32 if method == "aldi" else 16, method=method)
+    reg.fit(X, y)
+    # history_[0] is the prior ensemble's mean member misfit ||(y - f_j) / noise||^2 / n
+    members = reg.sample_predictions(X)
+    final = np.mean(((y[None, :] - members) / reg.noise_) ** 2)
+    assert np.isfinite(final) and final < 0.2 * reg.history_[0]
+    assert reg.n_iter_ == reg.history_.shape[0] >= 10
+    mean, std = reg.predict(Xt, return_std=True)
+    assert np.all(np.isfinite(mean)) and np.all(std > reg.noise_)
+    assert reg.sample_predictions(Xt).shape == (reg.ensemble_size, Xt.shape[0])
+
+
+def test_sampler_methods_run_a_second_phase(sine):
+    X, y, _, _ = sine
+    reg = EKIRegressor(**_TINY, ensemble_size=16, method="eks").fit(X, y)
+    assert reg.n_iter_ > 10  # EKI phase + EKS steps up to sampler_time
+
+
+def test_unknown_method_error_names_expected_got_fix(sine):
+    X, y, _, _ = sine
+    with pytest.raises(ValueError, match="expected one of") as err:
+        small_regressor(method="nope").fit(X, y)
+    assert "got 'nope'" in str(err.value) and "fix:" in str(err.value)
+    with pytest.raises(ValueError, match="expected one of"):
+        small_classifier(method="EKS").fit(X, (y > 0).astype(int))
+
+
+def test_uki_refuses_large_networks_and_aldi_small_ensembles(sine):
+    X, y, _, _ = sine
+    with pytest.raises(ValueError, match="at most 5000 parameters") as err:
+        EKIRegressor(hidden=(100, 100), method="uki").fit(X, y)  # p = 10401
+    assert "p = 10401" in str(err.value) and "fix:" in str(err.value)
+    with pytest.raises(ValueError, match="ensemble_size >= p \\+ 2 = 27"):
+        EKIRegressor(hidden=(8,), ensemble_size=16, method="aldi").fit(X, y)
+
+
+def test_classifier_sampler_method():
+    X, y = make_blobs(n_samples=60, centers=[[-3, -3], [3, 3]], random_state=0)
+    clf = EKIClassifier(
+        hidden=(4,), ensemble_size=16, num_steps=10, method="eks", sampler_time=0.05
+    ).fit(X, y)
+    assert clf.score(X, y) > 0.9

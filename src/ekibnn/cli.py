@@ -14,6 +14,9 @@ from typing import Annotated
 
 import typer
 
+# = ekibnn.pinn.METHODS (a test checks it), spelled out so --help does not import JAX
+PINN_METHODS = ("eki", "eki-disc", "eki-t1", "eki-reg", "etki", "uki", "eks", "aldi")
+
 app = typer.Typer(
     name="ekibnn",
     help="Bayesian neural networks with Ensemble Kalman Inversion (JAX).",
@@ -87,7 +90,20 @@ def fit(
     ensemble_size: Annotated[int | None, typer.Option(help="Ensemble size J.")] = None,
     steps: Annotated[int | None, typer.Option(help="Maximum EKI steps.")] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. '50' or '64,64'.")] = None,
-    method: Annotated[str, typer.Option(help="eki | etki (see EKIRegressor).")] = "eki",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="eki | etki | uki | eks | aldi: the fitting recipe (see EKIRegressor's "
+            "docstring for what each does and what was measured)."
+        ),
+    ] = "eki",
+    sampler_time: Annotated[
+        float | None,
+        typer.Option(
+            help="uki | eks | aldi: algorithm time of the second phase (UKI: iterations); "
+            "default 10."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fit an EKI BNN to a bundled scikit-learn data set or a CSV file; write metrics and plots."""
@@ -97,8 +113,13 @@ def fit(
     from ekibnn import metrics, plotting
     from ekibnn.datasets import load_csv, load_sklearn
     from ekibnn.errors import InputError
-    from ekibnn.estimators import EKIClassifier, EKIRegressor
+    from ekibnn.estimators import METHODS, EKIClassifier, EKIRegressor
 
+    if method not in METHODS:
+        _fail(
+            f"--method: expected one of {', '.join(METHODS)}; got {method!r}; fix: pass e.g. "
+            "--method eki (the default)"
+        )
     try:
         if dataset in ("diabetes", "breast_cancer", "digits", "wine"):
             X, y, kind = load_sklearn(dataset)
@@ -110,7 +131,12 @@ def fit(
         _fail(str(err))
     if not 0 < test_size < 1:
         _fail(f"--test-size: expected a fraction in (0, 1); got {test_size}")
-    kwargs: dict = {"random_state": seed, "progress": progress, "method": method}
+    kwargs: dict = {
+        "random_state": seed,
+        "progress": progress,
+        "method": method,
+        "sampler_time": sampler_time,
+    }
     if ensemble_size is not None:
         kwargs["ensemble_size"] = ensemble_size
     if steps is not None:
@@ -179,7 +205,14 @@ def pinn(
         str, typer.Argument(help="poisson1d | diffusion_reaction2d | damped_oscillator")
     ],
     noise: Annotated[float, typer.Option(help="Noise std of the measurements.")] = 0.1,
-    method: Annotated[str, typer.Option(help="Inversion recipe (see ekibnn.pinn.fit).")] = "eki",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="Inversion recipe: "
+            + " | ".join(PINN_METHODS)
+            + " (see ekibnn.pinn.fit; uki: at most 1200 parameters, aldi: ensemble >= p + 2)."
+        ),
+    ] = "eki",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/pinn"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     scale: Annotated[
