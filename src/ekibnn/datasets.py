@@ -31,6 +31,12 @@ class Dataset(NamedTuple):
         X: ``(n, d)`` float features.
         y: ``(n,)`` targets (floats for regression, class labels for classification).
         task: ``"regression"`` or ``"classification"``.
+
+    Example:
+        >>> import numpy as np
+        >>> X, y, task = Dataset(np.zeros((3, 2)), np.zeros(3), "regression")
+        >>> X.shape, task
+        ((3, 2), 'regression')
     """
 
     X: np.ndarray
@@ -46,6 +52,11 @@ def sine_truth(x: ArrayLike) -> np.ndarray | Array:
 
     Returns:
         ``(n,)`` values (an ``(n, 1)`` input is flattened).
+
+    Example:
+        >>> import numpy as np
+        >>> sine_truth(np.array([0.0, 0.5])).round(6).tolist()
+        [0.0, 1.0]
     """
     xp = jnp if isinstance(x, jax.Array) else np
     x = xp.asarray(x)
@@ -102,6 +113,11 @@ def load_sklearn(name: str) -> Dataset:
     Returns:
         :class:`Dataset` ``(X, y, task)``; ``X`` float64, ``y`` float64 for regression and
         int64 class indices for classification.
+
+    Example:
+        >>> X, y, task = load_sklearn("breast_cancer")
+        >>> X.shape, task, sorted(set(y.tolist()))
+        ((569, 30), 'classification', [0, 1])
     """
     if name not in _SKLEARN:
         raise input_error(
@@ -153,6 +169,15 @@ def load_csv(
     Raises:
         InputError: missing file, empty file, missing columns, ragged rows, missing or
             non-numeric feature values, non-numeric regression targets.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "data.csv")
+        >>> with open(path, "w") as fh:
+        ...     _ = fh.write("a,b,y\\n1,2,0.5\\n3,4,1.5\\n5,6,2.5\\n")
+        >>> X, y, task = load_csv(path, target="y")
+        >>> X.tolist(), y.tolist(), task
+        ([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], [0.5, 1.5, 2.5], 'regression')
     """
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -159,6 +159,11 @@ def rmse(y_true: jax.typing.ArrayLike, y_pred: jax.typing.ArrayLike) -> jax.Arra
 
     Raises:
         InputError: If the shapes of ``y_true`` and ``y_pred`` differ.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(rmse(jnp.array([0.0, 1.0]), jnp.array([0.0, 0.0]))), 4)
+        0.7071
     """
     y_true, y_pred = _to_float(y_true, y_pred)
     _check_same_shape("y_true", y_true, "y_pred", y_pred)
@@ -188,6 +193,12 @@ def gaussian_nll(
 
     Raises:
         InputError: On mismatched shapes.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> members = jnp.array([[0.0, 1.0], [0.2, 1.2]])  # J = 2 members, n = 2 points
+        >>> round(float(gaussian_nll(jnp.array([0.1, 1.1]), members, 0.1)), 4)
+        -0.8836
     """
     y_true, member_means, noise_std = _to_float(y_true, member_means, noise_std)
     _check_ensemble(y_true, member_means, "member_means")
@@ -220,6 +231,11 @@ def gaussian_nll_moment(
 
     Raises:
         InputError: On mismatched shapes.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(gaussian_nll_moment(jnp.zeros(3), jnp.zeros(3), 1.0)), 4)  # 0.5 log(2 pi)
+        0.9189
     """
     y_true, mean, std = _to_float(y_true, mean, std)
     _check_same_shape("y_true", y_true, "mean", mean)
@@ -246,6 +262,12 @@ def crps(y_true: jax.typing.ArrayLike, samples: jax.typing.ArrayLike) -> jax.Arr
 
     Raises:
         InputError: On mismatched shapes.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> samples = jnp.array([[0.0], [1.0]])  # J = 2 samples at n = 1 point
+        >>> round(float(crps(jnp.array([0.0]), samples)), 4)  # E|X - y| - E|X - X'| / 2
+        0.25
     """
     y_true, samples = _to_float(y_true, samples)
     _check_ensemble(y_true, samples, "samples")
@@ -278,6 +300,11 @@ def crps_gaussian(
 
     Raises:
         InputError: On mismatched shapes.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> round(float(crps_gaussian(jnp.zeros(1), jnp.zeros(1), 1.0)), 4)  # (2^0.5 - 1)/pi^0.5
+        0.2337
     """
     y_true, mean, std = _to_float(y_true, mean, std)
     _check_same_shape("y_true", y_true, "mean", mean)
@@ -306,6 +333,12 @@ def interval_coverage(
 
     Raises:
         InputError: On mismatched shapes.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> y = jnp.array([0.0, 1.0, 5.0])
+        >>> round(float(interval_coverage(y, jnp.full(3, -1.0), jnp.full(3, 2.0))), 4)
+        0.6667
     """
     y_true, lower, upper = _to_float(y_true, lower, upper)
     _check_same_shape("y_true", y_true, "lower", lower)
@@ -331,6 +364,13 @@ def central_interval(
 
     Raises:
         InputError: If ``samples`` is not 2-D or ``level`` is not a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> samples = jnp.arange(101.0)[:, None]  # J = 101 samples at one point
+        >>> lower, upper = central_interval(samples, 0.9)
+        >>> round(float(lower[0]), 3), round(float(upper[0]), 3)
+        (5.0, 95.0)
     """
     (samples,) = _to_float(samples)
     _check_ndim("samples", samples, 2, "(J, n)")
@@ -358,6 +398,12 @@ def gaussian_interval(
 
     Raises:
         InputError: If ``std`` is not broadcastable to ``mean`` or ``level`` is not a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> lower, upper = gaussian_interval(jnp.zeros(1), 1.0, 0.95)
+        >>> round(float(lower[0]), 3), round(float(upper[0]), 3)
+        (-1.96, 1.96)
     """
     mean, std, level = _to_float(mean, std, level)
     _check_broadcastable("std", std, mean.shape, "a scalar or an array shaped like mean")
@@ -390,6 +436,14 @@ def calibration_curve_regression(
 
     Raises:
         InputError: On mismatched shapes.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> y = jax.random.normal(jax.random.key(0), (10_000,))  # N(0, 1) targets
+        >>> levels, observed = calibration_curve_regression(y, jnp.zeros_like(y), 1.0,
+        ...                                                 jnp.array([0.5, 0.9]))
+        >>> [round(float(o), 1) for o in observed]  # a calibrated predictive: observed ~ nominal
+        [0.5, 0.9]
     """
     y_true, mean, std, levels = _to_float(y_true, mean, std, levels)
     _check_ndim("y_true", y_true, 1, "(n,)")
@@ -421,6 +475,12 @@ def accuracy(labels: jax.typing.ArrayLike, probs: jax.typing.ArrayLike) -> jax.A
 
     Raises:
         InputError: On mismatched shapes or non-integer labels.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> probs = jnp.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]])
+        >>> round(float(accuracy(jnp.array([0, 1, 1]), probs)), 4)
+        0.6667
     """
     labels = jnp.asarray(labels)
     (probs,) = _to_float(probs)
@@ -446,6 +506,12 @@ def categorical_nll(
 
     Raises:
         InputError: On mismatched shapes or non-integer labels.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> probs = jnp.array([[0.5, 0.5], [0.9, 0.1]])
+        >>> round(float(categorical_nll(jnp.array([0, 0]), probs)), 4)  # -(log 0.5 + log 0.9) / 2
+        0.3993
     """
     labels = jnp.asarray(labels)
     (probs,) = _to_float(probs)
@@ -468,6 +534,12 @@ def brier_score(labels: jax.typing.ArrayLike, probs: jax.typing.ArrayLike) -> ja
 
     Raises:
         InputError: On mismatched shapes or non-integer labels.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> probs = jnp.array([[1.0, 0.0], [0.5, 0.5]])
+        >>> round(float(brier_score(jnp.array([0, 1]), probs)), 4)  # (0 + 0.25 + 0.25) / 2
+        0.25
     """
     labels = jnp.asarray(labels)
     (probs,) = _to_float(probs)
@@ -517,6 +589,13 @@ def expected_calibration_error(
 
     Raises:
         InputError: On mismatched shapes, non-integer labels or invalid ``num_bins``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> probs = jnp.array([[0.8, 0.2], [0.8, 0.2], [0.8, 0.2], [0.8, 0.2], [0.8, 0.2]])
+        >>> labels = jnp.array([0, 0, 0, 0, 1])  # 80% correct at confidence 0.8: calibrated
+        >>> round(float(expected_calibration_error(labels, probs, num_bins=10)), 4)
+        0.0
     """
     labels = jnp.asarray(labels)
     (probs,) = _to_float(probs)
@@ -546,6 +625,13 @@ def reliability_diagram(
 
     Raises:
         InputError: On mismatched shapes, non-integer labels or invalid ``num_bins``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> probs = jnp.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.4, 0.6]])
+        >>> conf, acc, count = reliability_diagram(jnp.array([0, 1, 0, 1]), probs, num_bins=5)
+        >>> [round(float(c), 2) for c in conf], [float(a) for a in acc], [int(n) for n in count]
+        ([0.0, 0.0, 0.6, 0.0, 0.9], [0.0, 0.0, 1.0, 0.0, 0.5], [0, 0, 2, 0, 2])
     """
     labels = jnp.asarray(labels)
     (probs,) = _to_float(probs)

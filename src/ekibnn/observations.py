@@ -120,7 +120,13 @@ class Observation(eqx.Module):
 
     @property
     def size(self) -> int:
-        """Number of observations ``m``."""
+        """Number of observations ``m``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> Observation(jnp.zeros(4), 0.1).size
+            4
+        """
         return self.y.shape[0]
 
     @property
@@ -130,13 +136,26 @@ class Observation(eqx.Module):
 
     @property
     def covariance(self) -> Float[Array, "m m"]:
-        """Dense ``Gamma`` (m, m). For display and tests only: the algorithms never form it."""
+        """Dense ``Gamma`` (m, m). For display and tests only: the algorithms never form it.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> Observation(jnp.zeros(2), jnp.array([1.0, 2.0])).covariance.tolist()
+            [[1.0, 0.0], [0.0, 4.0]]
+        """
         if self.chol is None:
             return jnp.diag(self.std**2)
         return self.chol @ self.chol.T
 
     def whiten(self, r: Float[Array, "... m"]) -> Float[Array, "... m"]:
-        """Return ``Gamma^{-1/2} r`` along the last axis (``r / std`` or ``L^{-1} r``)."""
+        """Return ``Gamma^{-1/2} r`` along the last axis (``r / std`` or ``L^{-1} r``).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> obs = Observation(jnp.zeros(2), jnp.array([0.5, 2.0]))
+            >>> obs.whiten(jnp.array([1.0, 1.0])).tolist()
+            [2.0, 0.5]
+        """
         if self.chol is None:
             return r / self.std
         flat = r.reshape(-1, r.shape[-1])
@@ -144,14 +163,28 @@ class Observation(eqx.Module):
         return out.reshape(r.shape)
 
     def colour(self, z: Float[Array, "... m"]) -> Float[Array, "... m"]:
-        """Return ``Gamma^{1/2} z`` along the last axis: turns standard normals into noise."""
+        """Return ``Gamma^{1/2} z`` along the last axis: turns standard normals into noise.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> obs = Observation(jnp.zeros(2), jnp.array([0.5, 2.0]))
+            >>> obs.colour(jnp.array([1.0, 1.0])).tolist()
+            [0.5, 2.0]
+        """
         if self.chol is None:
             return z * self.std
         return z @ self.chol.T
 
     def subset(self, indices: Array) -> Observation:
         """The observations at ``indices`` (a minibatch view). Dense noise keeps the exact
-        marginal covariance of the subset (its Cholesky factor is recomputed, ``O(b^3)``)."""
+        marginal covariance of the subset (its Cholesky factor is recomputed, ``O(b^3)``).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> obs = Observation(jnp.arange(5.0), 0.1)
+            >>> obs.subset(jnp.array([4, 0])).y.tolist()
+            [4.0, 0.0]
+        """
         y = self.y[indices]
         if self.chol is None:
             return eqx.tree_at(lambda o: (o.y, o.std), self, (y, self.std[indices]))
@@ -160,5 +193,12 @@ class Observation(eqx.Module):
         return eqx.tree_at(lambda o: (o.y, o.chol), self, (y, chol))
 
     def misfit(self, g: Float[Array, "... m"]) -> Float[Array, ...]:
-        """Data misfit ``Phi(g) = 0.5 * ||Gamma^{-1/2} (y - g)||^2`` along the last axis."""
+        """Data misfit ``Phi(g) = 0.5 * ||Gamma^{-1/2} (y - g)||^2`` along the last axis.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> obs = Observation(jnp.array([1.0, 2.0]), 0.5)
+            >>> float(obs.misfit(jnp.array([0.0, 2.0])))  # 0.5 * (1 / 0.5)^2
+            2.0
+        """
         return 0.5 * jnp.sum(self.whiten(self.y - g) ** 2, axis=-1)

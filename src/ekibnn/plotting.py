@@ -24,7 +24,32 @@ def plot_predictive(
     truth: np.ndarray | None = None,
     title: str = "",
 ) -> Path:
-    """Data, truth, predictive mean and the epistemic and total 95% bands on a 1-D grid."""
+    """Data, truth, predictive mean and the epistemic and total 95% bands on a 1-D grid.
+
+    Args:
+        path: the PNG file to write.
+        x_grid: ``(g,)`` grid of inputs.
+        mean: ``(g,)`` predictive mean on the grid.
+        epistemic: ``(lower, upper)``, each ``(g,)``: the band of the ensemble spread.
+        total: ``(lower, upper)``, each ``(g,)``: the predictive band including the noise.
+        x_data: ``(n,)`` training inputs.
+        y_data: ``(n,)`` training targets.
+        truth: optional ``(g,)`` noise-free function on the grid.
+        title: the figure title.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> x = np.linspace(-1, 1, 50)
+        >>> out = plot_predictive(os.path.join(tempfile.mkdtemp(), "p.png"), x, np.sin(x),
+        ...                       (np.sin(x) - 0.1, np.sin(x) + 0.1),
+        ...                       (np.sin(x) - 0.3, np.sin(x) + 0.3), x, np.sin(x))
+        >>> out.suffix, out.stat().st_size > 0
+        ('.png', True)
+    """
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.fill_between(x_grid, *total, color="tab:blue", alpha=0.18, label="95% total (noise incl.)")
     ax.fill_between(x_grid, *epistemic, color="tab:blue", alpha=0.38, label="95% epistemic")
@@ -41,7 +66,22 @@ def plot_predictive(
 
 
 def plot_misfit(path: str | Path, misfit: np.ndarray, title: str = "") -> Path:
-    """Per-step ensemble misfit ``||Gamma^{-1/2}(y - G_j)||^2 / m`` (log-log)."""
+    """Per-step ensemble misfit ``||Gamma^{-1/2}(y - G_j)||^2 / m`` (log-log).
+
+    Args:
+        path: the PNG file to write.
+        misfit: ``(num_steps,)`` misfits, e.g. ``result.history.misfit`` of :func:`ekibnn.run`.
+        title: the figure title.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> plot_misfit(os.path.join(tempfile.mkdtemp(), "m.png"), 100 / np.arange(1, 51)).name
+        'm.png'
+    """
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     steps = np.arange(1, len(misfit) + 1)
     ax.loglog(steps, misfit, lw=1.4)
@@ -57,7 +97,26 @@ def plot_misfit(path: str | Path, misfit: np.ndarray, title: str = "") -> Path:
 def plot_calibration(
     path: str | Path, nominal: np.ndarray, observed: np.ndarray, title: str = ""
 ) -> Path:
-    """Calibration curve: observed against nominal frequency (the diagonal is perfect)."""
+    """Calibration curve: observed against nominal frequency (the diagonal is perfect).
+
+    Args:
+        path: the PNG file to write.
+        nominal: ``(L,)`` nominal levels (or mean confidences), in ``[0, 1]``.
+        observed: ``(L,)`` observed frequencies (coverage or accuracy), e.g. from
+            :func:`ekibnn.metrics.calibration_curve_regression` or
+            :func:`ekibnn.metrics.reliability_diagram`.
+        title: the figure title.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> levels = np.array([0.5, 0.8, 0.95])
+        >>> plot_calibration(os.path.join(tempfile.mkdtemp(), "c.png"), levels, levels).name
+        'c.png'
+    """
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.plot(nominal, observed, "o-", color="tab:blue")
@@ -71,7 +130,25 @@ def plot_calibration(
 def plot_pred_vs_true(
     path: str | Path, y_true: np.ndarray, mean: np.ndarray, std: np.ndarray, title: str = ""
 ) -> Path:
-    """Predictions (with +-2 std error bars) against targets."""
+    """Predictions (with +-2 std error bars) against targets.
+
+    Args:
+        path: the PNG file to write.
+        y_true: ``(n,)`` targets.
+        mean: ``(n,)`` predictive means.
+        std: ``(n,)`` predictive stds (the error bars are +-2 std).
+        title: the figure title.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> y = np.linspace(0, 1, 20)
+        >>> plot_pred_vs_true(os.path.join(tempfile.mkdtemp(), "t.png"), y, y, 0.1 * y).name
+        't.png'
+    """
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.errorbar(y_true, mean, yerr=2 * std, fmt=".", ms=3, alpha=0.6, elinewidth=0.6)
     lo, hi = float(np.min(y_true)), float(np.max(y_true))

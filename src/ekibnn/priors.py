@@ -69,7 +69,25 @@ class GaussianPrior(eqx.Module):
 
     @classmethod
     def like(cls, params: PyTree, std: float | PyTree = 1.0, mean: float = 0.0) -> GaussianPrior:
-        """A prior with ``params``' structure, every parameter ``N(mean, std^2)``."""
+        """A prior with ``params``' structure, every parameter ``N(mean, std^2)``.
+
+        Args:
+            params: a template pytree (e.g. an Equinox model); only its structure and shapes
+                are used.
+            std: prior std: a scalar or a pytree broadcasting against the parameters.
+            mean: the prior mean of every parameter.
+
+        Returns:
+            A :class:`GaussianPrior` centred at ``mean`` (non-parameter leaves are kept as
+            they are).
+
+        Example:
+            >>> import jax
+            >>> from ekibnn.bnn import MLP
+            >>> prior = GaussianPrior.like(MLP(jax.random.key(0), 1, 1, hidden=(20, 20)), std=1.0)
+            >>> prior.num_params
+            481
+        """
         centre = jax.tree_util.tree_map(
             lambda x: jnp.full_like(x, mean) if eqx.is_inexact_array(x) else x, params
         )
@@ -77,12 +95,38 @@ class GaussianPrior(eqx.Module):
 
     @property
     def num_params(self) -> int:
-        """Number of scalar parameters ``p``."""
+        """Number of scalar parameters ``p``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> GaussianPrior({"w": jnp.zeros((2, 3)), "b": jnp.zeros(3)}).num_params
+            9
+        """
         return sum(leaf.size for leaf in jax.tree_util.tree_leaves(self.std))
 
     def sample(self, key: PRNGKeyArray, num: int) -> PyTree:
         """Draw ``num`` members: a pytree like ``mean`` whose parameter leaves have a leading
-        axis of size ``num`` (every leaf gets its own key)."""
+        axis of size ``num`` (every leaf gets its own key).
+
+        Args:
+            key: PRNG key.
+            num: ensemble size J.
+
+        Returns:
+            The ensemble: the prior mean's pytree with every parameter leaf of shape
+            ``(J, *shape)``.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> prior = GaussianPrior(jnp.array([0.0, 10.0]), std=jnp.array([1.0, 0.1]))
+            >>> ens = prior.sample(jax.random.key(0), 10_000)
+            >>> ens.shape
+            (10000, 2)
+            >>> bool(jnp.allclose(ens.mean(0), jnp.array([0.0, 10.0]), atol=0.05))
+            True
+            >>> bool(jnp.allclose(ens.std(0), jnp.array([1.0, 0.1]), rtol=0.05))
+            True
+        """
         dynamic, static = eqx.partition(self.mean, eqx.is_inexact_array)
         leaves, treedef = jax.tree_util.tree_flatten(dynamic)
         stds = jax.tree_util.tree_leaves(self.std)
@@ -94,15 +138,40 @@ class GaussianPrior(eqx.Module):
         return eqx.combine(jax.tree_util.tree_unflatten(treedef, drawn), static)
 
     def flat_mean(self) -> Float[Array, " p"]:
-        """Prior mean raveled to ``(p,)`` (order of :func:`ekibnn.ensemble.flatten`)."""
+        """Prior mean raveled to ``(p,)`` (order of :func:`ekibnn.ensemble.flatten`).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> GaussianPrior({"a": jnp.ones(2), "b": jnp.zeros(1)}).flat_mean().tolist()
+            [1.0, 1.0, 0.0]
+        """
         return flatten_member(self.mean)
 
     def flat_std(self) -> Float[Array, " p"]:
-        """Prior stds raveled to ``(p,)``."""
+        """Prior stds raveled to ``(p,)``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> GaussianPrior({"a": jnp.ones(2), "b": jnp.zeros(1)}, std=0.5).flat_std().tolist()
+            [0.5, 0.5, 0.5]
+        """
         return jnp.concatenate([s.reshape(-1) for s in jax.tree_util.tree_leaves(self.std)])
 
     def log_prob(self, params: PyTree) -> Float[Array, ""]:
-        """Log density of one member's parameters."""
+        """Log density of one member's parameters.
+
+        Args:
+            params: one member's parameters (no ensemble axis), structured like the mean.
+
+        Returns:
+            The scalar log density ``log N(params; mean, diag(std^2))``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> prior = GaussianPrior(jnp.zeros(1), std=1.0)
+            >>> round(float(prior.log_prob(jnp.zeros(1))), 4)  # -0.5 log(2 pi)
+            -0.9189
+        """
         z = (flatten_member(params) - self.flat_mean()) / self.flat_std()
         return (
             -0.5 * jnp.sum(z**2)
@@ -112,7 +181,14 @@ class GaussianPrior(eqx.Module):
 
     def check_particles(self, particles: PyTree) -> int:
         """Raise a clear error unless ``particles`` is an ensemble of this prior's structure;
-        return the ensemble size J."""
+        return the ensemble size J.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> prior = GaussianPrior(jnp.zeros(3))
+            >>> prior.check_particles(prior.sample(jax.random.key(0), 7))
+            7
+        """
         j = ensemble_size(particles)
         mine = jax.tree_util.tree_structure(eqx.filter(self.mean, eqx.is_inexact_array))
         theirs = jax.tree_util.tree_structure(eqx.filter(particles, eqx.is_inexact_array))

@@ -41,6 +41,17 @@ class RunResult(NamedTuple):
         history: the per-step info NamedTuple with every field a NumPy array of length
             ``num_steps`` (the steps actually taken).
         num_steps: steps taken (fewer than asked when the algorithm stopped itself).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ekibnn as ek
+        >>> prior = ek.GaussianPrior(jnp.zeros(2), 1.0)
+        >>> algo = ek.eki(lambda th: th, ek.Observation(jnp.ones(2), 0.5), prior=prior)
+        >>> res = ek.run(jax.random.key(0), algo, prior.sample(jax.random.key(1), 50), 100,
+        ...              progress=False)
+        >>> res.particles.shape, res.history.misfit.shape == (res.num_steps,)
+        ((50, 2), True)
+        >>> bool(res.state.done), round(float(res.history.time[-1]), 6)  # stopped at T = 1
+        (True, 1.0)
     """
 
     particles: PyTree
@@ -51,7 +62,27 @@ class RunResult(NamedTuple):
 
 def shard_ensemble(tree: Any, mesh: jax.sharding.Mesh, num_members: int) -> Any:
     """Place every array leaf whose leading axis has size ``num_members`` sharded along the
-    mesh's first axis, and every other array leaf replicated."""
+    mesh's first axis, and every other array leaf replicated.
+
+    Args:
+        tree: any pytree (an algorithm state, an ensemble).
+        mesh: a ``jax.sharding.Mesh``; its first axis shards the ensemble.
+        num_members: the ensemble size J (must be divisible by the size of that axis).
+
+    Returns:
+        The pytree with its array leaves placed with ``NamedSharding``.
+
+    Raises:
+        InputError: if J is not divisible by the number of devices on the axis.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import numpy as np
+        >>> mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("ensemble",))
+        >>> placed = shard_ensemble({"x": jnp.zeros((4, 3)), "t": jnp.zeros(())}, mesh, 4)
+        >>> placed["x"].sharding.spec == jax.sharding.PartitionSpec("ensemble")
+        True
+    """
     axis = mesh.axis_names[0]
     devices = mesh.shape[axis]
     if num_members % devices:
@@ -210,6 +241,31 @@ def run(
 
     Returns:
         :class:`RunResult` with the final particles, final state and per-step history.
+
+    Raises:
+        InputError: for a non-positive ``num_steps`` or ``checkpoint_every``, or a checkpoint
+            written by a different algorithm, ensemble or key.
+
+    Example:
+        Stochastic EKI on a linear-Gaussian problem, tempered to T = 1 by the default
+        scheduler (Iglesias, Law & Stuart 2013; Iglesias & Yang 2021), checkpointed:
+
+        >>> import os, tempfile
+        >>> import jax, jax.numpy as jnp, ekibnn as ek
+        >>> H = jnp.array([[1.0, 0.5], [0.0, 1.0], [1.0, -1.0]])
+        >>> obs = ek.Observation(jnp.array([1.2, 0.4, 0.9]), 0.1)
+        >>> prior = ek.GaussianPrior(jnp.zeros(2), 1.0)
+        >>> algo = ek.eki(lambda th: H @ th, obs, prior=prior)
+        >>> ckpt = os.path.join(tempfile.mkdtemp(), "run.ckpt.npz")
+        >>> key = jax.random.key(0)
+        >>> res = ek.run(key, algo, prior.sample(key, 100), num_steps=100, progress=False,
+        ...              checkpoint_path=ckpt)
+        >>> res.num_steps < 100, os.path.exists(ckpt)   # stopped itself at T = 1
+        (True, True)
+        >>> again = ek.run(key, algo, prior.sample(key, 100), num_steps=100, progress=False,
+        ...                checkpoint_path=ckpt)   # resumes from the finished checkpoint
+        >>> bool(jnp.all(again.particles == res.particles))
+        True
     """
     if not isinstance(num_steps, int | np.integer) or num_steps < 1:
         raise input_error("num_steps", "a positive integer", repr(num_steps), "pass e.g. 500")
