@@ -16,12 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 # the docs extra is part of the test extra: a missing package is an error, not a skip
 import ipykernel  # noqa: F401
 import jupytext  # noqa: F401
 import nbclient  # noqa: F401
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "docs" / "notebooks").glob("*.md"))
