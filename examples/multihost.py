@@ -101,7 +101,17 @@ def fit(args: argparse.Namespace) -> dict[str, np.ndarray]:
     mesh = jax.make_mesh(
         (jax.device_count(),), ("ensemble",), axis_types=(jax.sharding.AxisType.Auto,)
     )
-    result = ek.run(jax.random.key(2), algo, particles, args.steps, progress=False, mesh=mesh)
+    # With --out, a checkpoint at the end: every process gathers its shards, process 0 writes.
+    checkpoint = None if args.out is None else Path(args.out) / f"{args.role}_checkpoint.npz"
+    result = ek.run(
+        jax.random.key(2),
+        algo,
+        particles,
+        args.steps,
+        progress=False,
+        mesh=mesh,
+        checkpoint_path=checkpoint,
+    )
     flat = jax.jit(flatten)(result.particles)  # (J, p), still sharded over the global devices
     if jax.process_count() > 1:
         flat = multihost_utils.process_allgather(flat, tiled=True)

@@ -29,3 +29,9 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     np.testing.assert_allclose(multi["particles"], single["particles"], rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(multi["misfit"], single["misfit"], rtol=1e-10)
     assert np.all(np.isfinite(multi["particles"]))
+    # the multi-process checkpoint: shards gathered from both processes, written once
+    with np.load(tmp_path / "worker_checkpoint.npz") as ckpt:
+        assert int(ckpt["steps"]) == 5
+        leaves = [ckpt[f"state_{i}"] for i in range(int(ckpt["num_leaves"]))]
+    members = [leaf.reshape(16, -1) for leaf in leaves if leaf.shape[:1] == (16,)]
+    np.testing.assert_array_equal(np.concatenate(members, axis=1), multi["particles"])

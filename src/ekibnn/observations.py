@@ -80,7 +80,9 @@ class Observation(eqx.Module):
                     raise input_error(
                         "Observation noise",
                         "positive finite standard deviation(s)",
-                        f"min {s.min()!r}" if np.all(np.isfinite(s)) else "non-finite values",
+                        f"min {float(s.min())!r}"
+                        if np.all(np.isfinite(s))
+                        else "non-finite values",
                         "pass the noise std (not variance), strictly greater than zero",
                     )
             self.std = std

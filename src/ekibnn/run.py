@@ -136,9 +136,21 @@ def _run_chunk(algo: KalmanAlgorithm, chunk_len: int, key, state, start, limit):
     return eqx.combine(dynamic, static), buffers, taken
 
 
+def _host_array(leaf: jax.Array) -> np.ndarray:
+    if getattr(leaf, "is_fully_addressable", True):
+        return np.asarray(leaf)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+
 def _save_checkpoint(path: Path, key: PRNGKeyArray, state: Any, history: list, steps: int):
     leaves = jax.tree_util.tree_leaves(eqx.filter(state, eqx.is_array))
-    arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    # In a multi-process run each process holds only its shards: gather them (a collective,
+    # so every process takes part) and let process 0 write the file.
+    arrays = {f"state_{i}": _host_array(leaf) for i, leaf in enumerate(leaves)}
+    if jax.process_index() != 0:
+        return
     if history:
         fields = history[0]._fields
         for name in fields:
