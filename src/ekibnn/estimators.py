@@ -545,7 +545,10 @@ class _EKIBase(BaseEstimator):
         return tags
 
 
-_COMMON_DOC = """
+class EKIRegressor(RegressorMixin, _EKIBase):
+    """Bayesian MLP regression trained by ensemble Kalman inversion (scikit-learn API).
+
+    Args:
         hidden: hidden-layer widths.
         activation: ``"tanh"``, ``"relu"``, ``"gelu"``, ``"silu"`` or ``"sin"``.
         parameterization: ``"ntk"`` (weights scaled by ``1/sqrt(fan_in)``: the prior scale does
@@ -571,13 +574,7 @@ _COMMON_DOC = """
         standardize: standardise inputs (and regression targets) inside the estimator; False:
             the prior, ``noise`` and predictions act on the raw data.
         random_state: seed (int), a ``RandomState``, or None (fresh randomness every fit).
-        progress: show a progress bar."""
-
-
-class EKIRegressor(RegressorMixin, _EKIBase):
-    __doc__ = f"""Bayesian MLP regression trained by ensemble Kalman inversion (scikit-learn API).
-
-    Args:{_COMMON_DOC}
+        progress: show a progress bar.
         batch_size: observations per step; None: all (recommended with ``regularize``).
         noise: observation-noise std in the units of ``y``; None: estimated (EM, or from a
             hold-out set with ``validation_fraction``).
@@ -690,14 +687,40 @@ class EKIRegressor(RegressorMixin, _EKIBase):
 
 
 class EKIClassifier(ClassifierMixin, _EKIBase):
-    __doc__ = f"""Bayesian MLP classification trained by ensemble Kalman inversion (scikit-learn
+    """Bayesian MLP classification trained by ensemble Kalman inversion (scikit-learn
     API).
 
     One-hot labels are observed against the softmax probabilities with pseudo-noise std
     ``pseudo_noise`` (Kovachki & Stuart 2019; see :mod:`ekibnn.bnn.likelihoods`).
     ``predict_proba`` averages the members' probabilities.
 
-    Args:{_COMMON_DOC}
+    Args:
+        hidden: hidden-layer widths.
+        activation: ``"tanh"``, ``"relu"``, ``"gelu"``, ``"silu"`` or ``"sin"``.
+        parameterization: ``"ntk"`` (weights scaled by ``1/sqrt(fan_in)``: the prior scale does
+            not depend on the width) or ``"standard"``.
+        ensemble_size: number of members J.
+        num_steps: EKI steps.
+        prior_std: std of the ``N(0, prior_std^2)`` prior on every (raw) parameter.
+        inflation: std of the additive random walk before each EKI step (raw-parameter units);
+            None: 0.02 for ``"eki"``/``"etki"``, 0 for ``"uki"``/``"eks"``/``"aldi"`` (their
+            second phase needs the collapsed ensemble; see the module docstring).
+        dt: EKI step size (noise ``Gamma / dt`` per step).
+        regularize: Tikhonov-regularised EKI (see the module docstring); False is the
+            tutorial's plain EKI.
+        method: the recipe (module docstring, with what was measured): ``"eki"``
+            (regularised EKI, perturbed observations), ``"etki"`` (the same with the
+            deterministic square-root transform), ``"eks"`` / ``"aldi"`` (the EKI phase, then
+            the ensemble Kalman sampler / ALDI from its ensemble for ``sampler_time``),
+            ``"uki"`` (the EKI phase, then unscented Kalman inversion from its mean and
+            covariance; at most 5000 network parameters).
+        sampler_time: algorithm time of the second phase: EKS/ALDI time, or the number of UKI
+            iterations (rounded); None: 10. Only EKS reaches a stationary spread, and only on
+            mildly nonlinear problems; see the module docstring for what was measured.
+        standardize: standardise inputs (and regression targets) inside the estimator; False:
+            the prior, ``noise`` and predictions act on the raw data.
+        random_state: seed (int), a ``RandomState``, or None (fresh randomness every fit).
+        progress: show a progress bar.
         batch_size: data points per step (each brings its K one-hot entries; drawn as
             ``batch_size * K`` random entries); None: all.
         pseudo_noise: std of the pseudo-noise on the one-hot targets.
