@@ -449,20 +449,8 @@ def eks(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.05))
         True
     """
-    return _sampler(
-        "EKS",
-        False,
-        forward_fn,
-        obs,
-        prior,
-        dt0,
-        max_dt,
-        final_time,
-        adaptive,
-        eps,
-        space,
-        update_precision,
-    )
+    settings = (dt0, max_dt, final_time, adaptive, eps, space, update_precision)
+    return _sampler("EKS", False, forward_fn, obs, prior, *settings)
 
 
 def aldi(
@@ -496,17 +484,5 @@ def aldi(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([0.8, 1.6]), atol=0.1))
         True
     """
-    return _sampler(
-        "ALDI",
-        True,
-        forward_fn,
-        obs,
-        prior,
-        dt0,
-        max_dt,
-        final_time,
-        adaptive,
-        eps,
-        space,
-        update_precision,
-    )
+    settings = (dt0, max_dt, final_time, adaptive, eps, space, update_precision)
+    return _sampler("ALDI", True, forward_fn, obs, prior, *settings)
