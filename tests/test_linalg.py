@@ -83,7 +83,7 @@ def test_update_precision_reaches_every_matrix_product_of_the_update():
             if eqn.primitive.name == "dot_general"
         ]
 
-    for factory in (ek.eki, ek.etki):
+    for factory in (ek.eki, ek.etki, ek.uki, ek.eks, ek.aldi):
         pinned = products("highest", factory)
         # the forward's product (H @ theta) keeps the default; all the others are pinned
         assert sum(p is None for p in pinned) == 1, pinned
