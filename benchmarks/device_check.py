@@ -145,7 +145,7 @@ def large(j: int, b: int, steps: int, peak_f32: float | None, precision: str | N
         lik.obs,
         prior=prior,
         scheduler=ek.schedulers.constant(1.0),
-        batch_size=b,
+        minibatch=ek.minibatch.random(b),
         indexed_forward=True,
         update_precision=precision,
     )

@@ -244,7 +244,7 @@ def tutorial(args, sz) -> list[dict]:
             prior=prior,
             scheduler=ek.schedulers.constant(cfg.dt),
             inflation=cfg.inflation,
-            batch_size=cfg.batch_size,
+            minibatch=ek.minibatch.random(cfg.batch_size),
             indexed_forward=True,
         )
         final = ek.run(

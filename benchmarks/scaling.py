@@ -104,7 +104,7 @@ def make_step(
         lik.obs,
         prior=prior,
         scheduler=ek.schedulers.constant(1.0),
-        batch_size=b,
+        minibatch=ek.minibatch.random(b),
         indexed_forward=True,
         inflation=0.01,
         **kwargs,

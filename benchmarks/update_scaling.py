@@ -36,7 +36,7 @@ def make_step(j: int, m: int, p: int, batch_size: int | None = None):
         lambda theta: jnp.tanh(theta[index]),
         obs,
         scheduler=ek.schedulers.constant(1.0),
-        batch_size=batch_size,
+        minibatch=None if batch_size is None else ek.minibatch.random(batch_size),
     )
     particles = jax.random.normal(jax.random.key(3), (j, p))
     state = algo.init(particles)

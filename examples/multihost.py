@@ -94,7 +94,7 @@ def fit(args: argparse.Namespace) -> dict[str, np.ndarray]:
         lik.obs,
         prior=prior,
         scheduler=ek.schedulers.constant(1.0),
-        batch_size=args.batch,
+        minibatch=ek.minibatch.random(args.batch),
         indexed_forward=True,
         inflation=0.01,
     )

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
         prior=prior,
         scheduler=ek.schedulers.constant(1.0),
         inflation=0.005,
-        batch_size=args.batch,
+        minibatch=ek.minibatch.random(args.batch),
         indexed_forward=True,
     )
     result = ek.run(

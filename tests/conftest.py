@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import jax
@@ -56,3 +57,33 @@ def linear_problem() -> LinearProblem:
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+class CompileLog(logging.Handler):
+    """Counts XLA compilations by function name while ``jax.log_compiles()`` is on."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.names: list[str] = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Compiling "):
+            self.names.append(message.split()[1])
+
+    def count(self, fragment: str) -> int:
+        """Compilations whose function name contains ``fragment``."""
+        return sum(fragment in name for name in self.names)
+
+
+@pytest.fixture
+def compile_log():
+    """Yield a :class:`CompileLog` that records every XLA compilation in the test."""
+    handler = CompileLog()
+    logger = logging.getLogger("jax._src.interpreters.pxla")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles():
+            yield handler
+    finally:
+        logger.removeHandler(handler)

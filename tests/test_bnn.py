@@ -234,7 +234,7 @@ def test_bnn_eki_fits_sine_with_indexed_minibatches():
         prior=prior,
         scheduler=ek.schedulers.constant(1.0),
         inflation=0.01,
-        batch_size=32,
+        minibatch=ek.minibatch.random(32),
         indexed_forward=True,
     )
     parts = prior.sample(jax.random.key(1), 32)

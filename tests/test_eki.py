@@ -87,7 +87,7 @@ def test_regularized_eki_converges_to_tikhonov_map():
             obs,
             prior=prior,
             stochastic=False,
-            regularize=True,
+            impose_prior=True,
             scheduler=ek.schedulers.constant(1.0),
         )
         x0 = prior.sample(jax.random.key(0), 30)
@@ -128,7 +128,10 @@ def test_pytree_parameters_match_flat_parameters(key):
     def tree_forward(params):
         return problem.forward(jnp.concatenate([params["b"][0], params["w"].reshape(-1)]))
 
-    for kwargs in ({}, {"inflation": 0.1, "multiplicative_inflation": 0.2, "batch_size": 4}):
+    for kwargs in (
+        {},
+        {"inflation": 0.1, "multiplicative_inflation": 0.2, "minibatch": ek.minibatch.random(4)},
+    ):
         flat_algo = ek.eki(problem.forward, obs, **kwargs)
         tree_algo = ek.eki(tree_forward, obs, **kwargs)
         s_flat, i_flat = flat_algo.step(jax.random.key(9), flat_algo.init(x0))
@@ -160,8 +163,9 @@ def test_minibatch_indexed_forward_matches_full_forward(key):
     obs, prior = _setup(problem)
     x0 = prior.sample(key, 10)
     H = jnp.asarray(problem.H, jnp.float32)
-    full = ek.eki(problem.forward, obs, batch_size=5)
-    indexed = ek.eki(lambda th, idx: H[idx] @ th, obs, batch_size=5, indexed_forward=True)
+    batch = ek.minibatch.random(5)
+    full = ek.eki(problem.forward, obs, minibatch=batch)
+    indexed = ek.eki(lambda th, idx: H[idx] @ th, obs, minibatch=batch, indexed_forward=True)
     a, ia = full.step(jax.random.key(1), full.init(x0))
     b, ib = indexed.step(jax.random.key(1), indexed.init(x0))
     np.testing.assert_allclose(a.particles, b.particles, rtol=1e-6)
@@ -197,7 +201,7 @@ def test_epoch_minibatches_preserve_the_posterior(scheduler):
         else ek.schedulers.data_misfit()
     )
     algo = ek.eki(
-        problem.forward, obs, prior=prior, scheduler=sched, batch_size=4, minibatch="epoch"
+        problem.forward, obs, prior=prior, scheduler=sched, minibatch=ek.minibatch.epoch(4)
     )
     result = ek.run(jax.random.key(2), algo, x0, num_steps=300, progress=False)
     steps = result.num_steps
@@ -215,7 +219,7 @@ def test_epoch_minibatches_preserve_the_posterior(scheduler):
         problem.forward,
         obs,
         prior=prior,
-        batch_size=4,
+        minibatch=ek.minibatch.random(4),
         scheduler=ek.schedulers.constant(1 / 9, final_time=1.0),
     )
     result = ek.run(jax.random.key(2), control, x0, num_steps=300, progress=False)
@@ -231,9 +235,8 @@ def test_epoch_minibatches_visit_every_observation_once_per_epoch(key):
     algo = ek.eki(
         lambda th, idx: H[idx] @ th,
         obs,
-        batch_size=4,
+        minibatch=ek.minibatch.epoch(4),
         indexed_forward=True,
-        minibatch="epoch",
         scheduler=ek.schedulers.constant(0.5),
     )
     state = algo.init(prior.sample(key, 8))
@@ -241,7 +244,7 @@ def test_epoch_minibatches_visit_every_observation_once_per_epoch(key):
     for n in range(6):
         state, _ = algo.step(jax.random.fold_in(key, n), state)
         position = n % 3
-        seen.append(np.asarray(state.epoch.order[4 * position : 4 * position + 4]))
+        seen.append(np.asarray(state.minibatch_state.order[4 * position : 4 * position + 4]))
     for epoch in (seen[:3], seen[3:]):
         np.testing.assert_array_equal(np.sort(np.concatenate(epoch)), np.arange(12))
     assert not np.array_equal(np.concatenate(seen[:3]), np.concatenate(seen[3:]))
@@ -321,12 +324,12 @@ def test_bad_inputs_raise_clear_errors(key):
     with pytest.raises(ek.InputError, match="J >= 2"):
         ek.eki(problem.forward, obs).init(x0[:1])
     with pytest.raises(ek.InputError, match="batch_size"):
-        ek.eki(problem.forward, obs, batch_size=6)
+        ek.eki(problem.forward, obs, minibatch=ek.minibatch.random(6))
     with pytest.raises(ek.InputError, match="batch_size"):
-        ek.eki(problem.forward, obs, batch_size=0)
+        ek.minibatch.random(0)
     with pytest.raises(ek.InputError, match="divisor"):
-        ek.eki(problem.forward, obs, batch_size=2, minibatch="epoch")
-    with pytest.raises(ek.InputError, match="'random' or 'epoch'"):
+        ek.eki(problem.forward, obs, minibatch=ek.minibatch.epoch(2))
+    with pytest.raises(ek.InputError, match=r"ek.minibatch.random\(b\)"):
         ek.eki(problem.forward, obs, minibatch="epochs")
     with pytest.raises(ek.InputError, match="forward_batch_size"):
         ek.eki(problem.forward, obs, forward_batch_size=0)
@@ -335,7 +338,7 @@ def test_bad_inputs_raise_clear_errors(key):
     with pytest.raises(ek.InputError, match="prior's structure"):
         ek.eki(problem.forward, obs, prior=prior).init(jnp.zeros((8, 4)))
     with pytest.raises(ek.InputError, match="a prior"):
-        ek.eki(problem.forward, obs, regularize=True)
+        ek.eki(problem.forward, obs, impose_prior=True)
     with pytest.raises(ek.InputError, match="Observation"):
         ek.eki(problem.forward, problem.y)
     with pytest.raises(ek.InputError, match="ONE member"):
@@ -354,7 +357,7 @@ def test_hss_regularised_stochastic_eki_samples_the_posterior():
         problem.forward,
         obs,
         prior=prior,
-        regularize=True,
+        impose_prior=True,
         multiplicative_inflation=1.0,
         scheduler=ek.schedulers.constant(0.5),
     )

@@ -12,7 +12,8 @@ from conftest import make_linear_problem
 
 import ekibnn as ek
 from ekibnn.ensemble import flatten, unflatten
-from ekibnn.inversion.eks import EKSInfo, EKSState, aldi, eks, eks_stable_dt
+from ekibnn.inversion.eks import EKSInfo, aldi, eks
+from ekibnn.schedulers import constant, eks_stable, eks_stable_dt
 
 # The module itself (``ekibnn.inversion.eks`` may be shadowed by the function once exported).
 eks_module = importlib.import_module("ekibnn.inversion.eks")
@@ -69,7 +70,9 @@ def test_one_step_matches_dense_reference(name, dense, space, j):
         problem = make_linear_problem(m=6, p=3, seed=2, correlated=dense)
         obs, prior = _setup(problem, jnp.float64, dense)
         x0 = prior.sample(jax.random.key(0), j)
-        algo = SAMPLERS[name](problem.forward, obs, prior, dt0=0.1, max_dt=0.4, space=space)
+        algo = SAMPLERS[name](
+            problem.forward, obs, prior, scheduler=eks_stable(0.1, max_dt=0.4), space=space
+        )
         state, info = jax.jit(algo.step)(jax.random.key(1), algo.init(x0))
         dt = float(info.dt)
         expected, d = _reference_step(problem, x0, dt, corrected=name == "aldi")
@@ -88,11 +91,11 @@ def test_adaptive_step_hand_case():
     prior = ek.GaussianPrior(jnp.zeros(1), 1.0)
     x0 = jnp.array([[1.0], [3.0]])
 
-    def one(**kwargs):
-        algo = eks(lambda th: th, obs, prior, **kwargs)
+    def one(scheduler):
+        algo = eks(lambda th: th, obs, prior, scheduler=scheduler)
         return algo.step(jax.random.key(0), algo.init(x0))
 
-    state, info = one(dt0=0.1, max_dt=0.4, eps=0.0)
+    state, info = one(eks_stable(dt0=0.1, max_dt=0.4, eps=0.0))
     dt = 0.1 / np.sqrt(5.0)
     np.testing.assert_allclose(info.d_norm, np.sqrt(5.0), rtol=1e-6)
     np.testing.assert_allclose(info.dt, dt, rtol=1e-6)
@@ -103,17 +106,17 @@ def test_adaptive_step_hand_case():
     np.testing.assert_allclose(info.mean_misfit, 4.0, rtol=1e-6)  # Gbar^2
     np.testing.assert_allclose(info.spread, np.sqrt(2.0), rtol=1e-6)
     # the cap, the nugget and the public rule
-    _, capped = one(dt0=1.0, max_dt=0.02)
+    _, capped = one(eks_stable(dt0=1.0, max_dt=0.02))
     np.testing.assert_allclose(capped.dt, 0.02, rtol=1e-6)
     np.testing.assert_allclose(eks_stable_dt(np.sqrt(5.0), 1.0, 0.0, None), 1 / np.sqrt(5.0))
     np.testing.assert_allclose(eks_stable_dt(0.0, 1.0, 1.0, None), 1.0)
     np.testing.assert_allclose(eks_stable_dt(0.0, 1.0, 0.0, 0.02), 0.02)
     # the last step lands on final_time and says done; without final_time it never does
-    last, last_info = one(final_time=0.01)
+    last, last_info = one(eks_stable(final_time=0.01))
     np.testing.assert_allclose([last_info.dt, last.time], [0.01, 0.01], rtol=1e-6)
     assert bool(last.done)
     # a fixed step; without final_time the run never says done
-    fixed, fixed_info = one(dt0=0.3, adaptive=False, final_time=None)
+    fixed, fixed_info = one(constant(0.3))
     np.testing.assert_allclose(fixed_info.dt, 0.3, rtol=1e-6)
     assert not bool(fixed.done)
 
@@ -131,7 +134,7 @@ def test_defaults_stop_by_themselves(name):
     key = jax.random.key(0)
     result = ek.run(key, algo, prior.sample(key, 1000), num_steps=1000)
     assert bool(result.state.done) and 50 < result.num_steps < 1000
-    assert isinstance(result.state, EKSState) and isinstance(result.history, EKSInfo)
+    assert isinstance(result.state, ek.EnsembleState) and isinstance(result.history, EKSInfo)
     np.testing.assert_allclose(result.history.time[-1], 10.0, rtol=1e-5)
     assert result.history.dt.max() <= 0.02 * (1 + 1e-6)
     assert result.history.d_norm[0] > 10 * result.history.d_norm[-1]  # the transient
@@ -162,12 +165,9 @@ def test_long_run_matches_the_posterior_with_dense_noise():
 def _many_ensembles(algo, x0, dt, steps, key):
     """Run ``algo`` on M independent ensembles at once (vmap over the state) for ``steps``."""
     m = x0.shape[0]
-    state = EKSState(
-        particles=x0,
-        time=jnp.zeros(m, x0.dtype),
-        step=jnp.zeros(m, jnp.int32),
-        done=jnp.zeros(m, bool),
-    )
+    one = algo.init(x0[0])
+    state = jax.tree_util.tree_map(lambda leaf: jnp.broadcast_to(leaf, (m, *leaf.shape)), one)
+    state = state._replace(x=jnp.asarray(x0))
 
     @jax.jit
     def go(state, key):
@@ -196,10 +196,10 @@ def test_aldi_leaves_the_product_posterior_invariant_at_small_j():
         sd = np.sqrt(np.diag(problem.post_cov))
         errors = {}
         for name, factory in SAMPLERS.items():
-            algo = factory(problem.forward, obs, prior, dt0=dt, adaptive=False, final_time=None)
+            algo = factory(problem.forward, obs, prior, scheduler=constant(dt))
             final = _many_ensembles(algo, x0, dt, 100, jax.random.key(1))
             assert np.allclose(final.time, 1.0)
-            theta = np.asarray(final.particles).reshape(-1, 2)
+            theta = np.asarray(final.x).reshape(-1, 2)
             mean_err = np.abs(theta.mean(0) - problem.post_mean) / sd
             cov_err = (np.cov(theta.T) - problem.post_cov) / np.outer(sd, sd)
             errors[name] = (mean_err, cov_err)
@@ -233,7 +233,7 @@ def test_large_p_uses_the_ensemble_space_and_stays_in_the_span(key):
         problem = make_linear_problem(m=4, p=12, seed=4)
         obs, prior = _setup(problem, jnp.float64)
         x0 = prior.sample(key, 6)
-        algo = eks(problem.forward, obs, prior, final_time=0.5)
+        algo = eks(problem.forward, obs, prior, scheduler=eks_stable(final_time=0.5))
         result = ek.run(jax.random.key(1), algo, x0, num_steps=500, progress=False)
         assert bool(result.state.done)
         x0 = np.asarray(x0)
@@ -334,11 +334,11 @@ def test_bad_inputs_raise_clear_errors(key):
         (lambda: eks(f, obs, None), "GaussianPrior"),
         (lambda: aldi(f, obs, prior=np.zeros(3)), "GaussianPrior"),
         (lambda: eks(f, problem.y, prior), "Observation"),
-        (lambda: eks(f, obs, prior, dt0=0.0), "dt0"),
-        (lambda: eks(f, obs, prior, dt0=0.5, adaptive=False), "below 0.5"),
-        (lambda: eks(f, obs, prior, max_dt=0.5), "cannot settle"),
-        (lambda: eks(f, obs, prior, final_time=-1.0), "final_time"),
-        (lambda: eks(f, obs, prior, eps=-1.0), "eps"),
+        (lambda: eks(f, obs, prior, scheduler=eks_stable(dt0=0.0)), "dt0"),
+        (lambda: eks(f, obs, prior, scheduler=constant(0.5)), "below 0.5"),
+        (lambda: eks(f, obs, prior, scheduler=eks_stable(max_dt=0.5)), "cannot settle"),
+        (lambda: eks(f, obs, prior, scheduler=eks_stable(final_time=-1.0)), "final_time"),
+        (lambda: eks(f, obs, prior, scheduler=eks_stable(eps=-1.0)), "eps"),
         (lambda: eks(f, obs, prior, space="data"), "space"),
         (lambda: eks(f, obs, prior).init(x0[:1]), "J >= 2"),
         (lambda: aldi(f, obs, prior).init(x0[:4]), r"J >= p \+ 2 = 5"),

@@ -115,7 +115,7 @@ def test_etki_never_forms_an_m_by_m_matrix():
     obs = ek.Observation(jnp.zeros(m), jnp.linspace(0.5, 1.5, m))
     prior = ek.GaussianPrior(jnp.zeros(p), 1.0)
     x0 = prior.sample(jax.random.key(1), j)
-    for kwargs in ({}, {"regularize": True, "prior": prior, "multiplicative_inflation": 0.1}):
+    for kwargs in ({}, {"impose_prior": True, "prior": prior, "multiplicative_inflation": 0.1}):
         algo = etki(lambda th: h @ th, obs, **kwargs)
         jaxpr = jax.make_jaxpr(algo.step)(jax.random.key(2), algo.init(x0))
         assert not _has_square(jaxpr.jaxpr, m), kwargs
@@ -165,7 +165,7 @@ def test_etki_regularized_converges_to_tikhonov_map():
             problem.forward,
             obs,
             prior=prior,
-            regularize=True,
+            impose_prior=True,
             scheduler=ek.schedulers.constant(1.0),
         )
         result = ek.run(jax.random.key(1), algo, prior.sample(jax.random.key(0), 30), 2000, False)
@@ -179,8 +179,9 @@ def test_etki_minibatch_indexed_forward_matches_full_forward(key):
     obs, _ = _setup(problem)
     x0 = jax.random.normal(key, (10, 3))
     h = jnp.asarray(problem.H, jnp.float32)
-    full = etki(problem.forward, obs, batch_size=5)
-    indexed = etki(lambda th, idx: h[idx] @ th, obs, batch_size=5, indexed_forward=True)
+    batch = ek.minibatch.random(5)
+    full = etki(problem.forward, obs, minibatch=batch)
+    indexed = etki(lambda th, idx: h[idx] @ th, obs, minibatch=batch, indexed_forward=True)
     a, ia = _step(full)(jax.random.key(1), full.init(x0))
     b, ib = _step(indexed)(jax.random.key(1), indexed.init(x0))
     np.testing.assert_allclose(a.particles, b.particles, rtol=1e-5, atol=1e-6)
@@ -224,9 +225,9 @@ def test_etki_bad_inputs_raise_clear_errors(key):
     cases = [
         (lambda: etki(lambda th: jnp.zeros(4), obs).init(x0), r"shape \(5,\)"),
         (lambda: etki(problem.forward, obs).init(x0[:1]), "J >= 2"),
-        (lambda: etki(problem.forward, obs, batch_size=6), "batch_size"),
+        (lambda: etki(problem.forward, obs, minibatch=ek.minibatch.random(6)), "batch_size"),
         (lambda: etki(problem.forward, obs, prior=prior).init({"t": x0}), "prior's structure"),
-        (lambda: etki(problem.forward, obs, regularize=True), "a prior"),
+        (lambda: etki(problem.forward, obs, impose_prior=True), "a prior"),
         (lambda: etki(problem.forward, problem.y), "Observation"),
         (lambda: etki(problem.forward, obs, prior="N(0, 1)"), "GaussianPrior"),
         (lambda: etki(problem.forward, obs, inflation=-1.0), "inflation"),
@@ -252,7 +253,7 @@ def test_hss_regularised_transform_converges_to_the_posterior():
             problem.forward,
             obs,
             prior=prior,
-            regularize=True,
+            impose_prior=True,
             multiplicative_inflation=1.0,
             scheduler=ek.schedulers.constant(0.5),
         )

@@ -18,7 +18,7 @@ def _algo(trace_counter=None, **kwargs):
 
     obs = ek.Observation(jnp.asarray(np.tanh(problem.y), jnp.float32), 0.1)
     kwargs.setdefault("scheduler", ek.schedulers.constant(0.5))
-    return ek.eki(forward, obs, inflation=0.01, batch_size=5, **kwargs)
+    return ek.eki(forward, obs, inflation=0.01, minibatch=ek.minibatch.random(5), **kwargs)
 
 
 def _x0(j=16):
@@ -52,11 +52,11 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
         checkpoint_every=5,
     )
     assert part.num_steps == 15 and path.exists()
-    # ... then resumed: particles passed again are only a template
+    # ... then resumed from it
     resumed = ek.run(
         jax.random.key(3),
         algo,
-        jnp.zeros((16, 3)),
+        _x0(),
         num_steps=40,
         progress=False,
         checkpoint_path=path,
@@ -124,3 +124,18 @@ def test_x64_on_request():
         )
         assert result.particles.dtype == jnp.float64
         assert result.history.dt.dtype == np.float64
+
+
+def test_new_data_of_the_same_shapes_reuses_the_compiled_loop(compile_log):
+    """Observations, noise and prior are data: two algorithms with the same forward function
+    and settings but different y and noise compile the loop once."""
+    problem = make_linear_problem(m=6, p=3, seed=4)
+    prior = ek.GaussianPrior(jnp.zeros(3), 1.0)
+    x0 = prior.sample(jax.random.key(0), 16)
+    results = []
+    for shift, noise in ((0.0, 0.1), (1.0, 0.3)):
+        obs = ek.Observation(jnp.asarray(problem.y + shift, jnp.float32), noise)
+        algo = ek.eki(problem.forward, obs, prior, scheduler=ek.schedulers.constant(0.5))
+        results.append(ek.run(jax.random.key(1), algo, x0, num_steps=6, progress=False))
+    assert compile_log.count("_run_chunk") == 1, compile_log.names
+    assert not np.allclose(results[0].particles, results[1].particles)  # the data did change

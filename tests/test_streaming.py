@@ -31,7 +31,7 @@ def _run(lik, model, steps=4, batch=16, J=16, **kwargs):
         lik.obs,
         prior=prior,
         scheduler=ek.schedulers.constant(1.0),
-        batch_size=batch,
+        minibatch=ek.minibatch.random(batch),
         indexed_forward=True,
         inflation=0.01,
         **kwargs,

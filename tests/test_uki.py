@@ -12,6 +12,7 @@ from conftest import make_linear_problem
 import ekibnn as ek
 from ekibnn.ensemble import flatten, flatten_member
 from ekibnn.inversion.uki import UKIInfo, UKIState, uki
+from ekibnn.schedulers import tolerance
 
 
 def _setup(problem, dtype=jnp.float32, dense=False):
@@ -42,7 +43,7 @@ def test_uki_default_converges_to_the_posterior(key):
     with jax.enable_x64(True):
         problem = make_linear_problem(m=6, p=3, seed=1)
         obs, prior = _setup(problem, jnp.float64)
-        algo = uki(problem.forward, obs, prior, tol=1e-13)
+        algo = uki(problem.forward, obs, prior, scheduler=tolerance(1e-13))
         result = ek.run(key, algo, prior.sample(key, 1), num_steps=500, progress=False)
         assert 20 < result.num_steps < 100 and bool(result.state.done)
         sd = np.sqrt(np.diag(problem.post_cov))
@@ -64,14 +65,20 @@ def test_uki_other_configurations_have_their_derived_fixed_points(key):
         x0 = prior.sample(key, 1)
         h, gi = problem.H, np.linalg.inv(problem.noise_cov)
         # no prior (Sigma_nu = 2 Gamma, Lambda = C_n, alpha = 1): flat-prior posterior
-        algo = uki(problem.forward, obs, prior, impose_prior=False, tol=1e-12)
+        algo = uki(problem.forward, obs, prior, impose_prior=False, scheduler=tolerance(1e-12))
         res = ek.run(key, algo, x0, 500, False)
         cov_ls = np.linalg.inv(h.T @ gi @ h)
         np.testing.assert_allclose(res.state.cov, cov_ls, atol=1e-10)
         np.testing.assert_allclose(res.state.mean, cov_ls @ h.T @ gi @ problem.y, atol=1e-10)
         # alpha < 1 with the prior: C_post, and the mean shrunk towards m_0
         alpha = 0.5
-        res = ek.run(key, uki(problem.forward, obs, prior, alpha=alpha, tol=1e-12), x0, 500, False)
+        res = ek.run(
+            key,
+            uki(problem.forward, obs, prior, alpha=alpha, scheduler=tolerance(1e-12)),
+            x0,
+            500,
+            False,
+        )
         np.testing.assert_allclose(res.state.cov, problem.post_cov, atol=1e-10)
         shrunk = ((1 - alpha) * problem.prior_mean + problem.post_mean) / (2 - alpha)
         np.testing.assert_allclose(res.state.mean, shrunk, atol=1e-10)
@@ -93,7 +100,11 @@ def test_uki_runs_with_defaults_from_a_big_ensemble_and_stops_by_itself(key):
     np.testing.assert_allclose(np.cov(parts.T), result.state.cov, atol=1e-5)
     # max_steps stops it too
     capped = ek.run(
-        key, uki(problem.forward, obs, prior, max_steps=3), prior.sample(key, 2), 50, False
+        key,
+        uki(problem.forward, obs, prior, scheduler=tolerance(max_steps=3)),
+        prior.sample(key, 2),
+        50,
+        False,
     )
     assert capped.num_steps == 3 and bool(capped.state.done)
 
@@ -183,8 +194,8 @@ def test_uki_bad_inputs_raise_clear_errors(key):
         (lambda: uki(problem.forward, obs, prior, alpha=0.0), "alpha"),
         (lambda: uki(problem.forward, obs, prior, alpha=1.5), "alpha"),
         (lambda: uki(problem.forward, obs, prior, evolution_cov="C0"), "evolution_cov"),
-        (lambda: uki(problem.forward, obs, prior, tol=-1.0), "tol"),
-        (lambda: uki(problem.forward, obs, prior, max_steps=0), "max_steps"),
+        (lambda: uki(problem.forward, obs, prior, scheduler=tolerance(-1.0)), "tol"),
+        (lambda: uki(problem.forward, obs, prior, scheduler=tolerance(max_steps=0)), "max_steps"),
         (lambda: uki(lambda th: jnp.zeros(4), obs, prior).init(x0), r"shape \(5,\)"),
         (lambda: uki(problem.forward, obs, prior).init({"t": x0}), "prior's structure"),
     ]

@@ -11,14 +11,29 @@ Example:
     (100, 2)
 """
 
-from ekibnn import bnn, datasets, ensemble, linalg, metrics, pinn, schedulers, streaming
+from ekibnn import (
+    bnn,
+    datasets,
+    ensemble,
+    linalg,
+    metrics,
+    minibatch,
+    pinn,
+    schedulers,
+    streaming,
+)
 from ekibnn.errors import InputError
 from ekibnn.estimators import EKIClassifier, EKIRegressor
 from ekibnn.inversion import (
-    EKIInfo,
-    EKIState,
+    ALDI,
+    EKI,
+    EKS,
+    ETKI,
+    UKI,
     EKSInfo,
-    EKSState,
+    EnsembleInfo,
+    EnsembleKalman,
+    EnsembleState,
     KalmanAlgorithm,
     UKIInfo,
     UKIState,
@@ -35,12 +50,17 @@ from ekibnn.run import RunResult, run
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALDI",
+    "EKI",
+    "EKS",
+    "ETKI",
+    "UKI",
     "EKIClassifier",
-    "EKIInfo",
     "EKIRegressor",
-    "EKIState",
     "EKSInfo",
-    "EKSState",
+    "EnsembleInfo",
+    "EnsembleKalman",
+    "EnsembleState",
     "GaussianPrior",
     "InputError",
     "KalmanAlgorithm",
@@ -57,6 +77,7 @@ __all__ = [
     "etki",
     "linalg",
     "metrics",
+    "minibatch",
     "pinn",
     "run",
     "schedulers",

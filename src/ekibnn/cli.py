@@ -14,8 +14,7 @@ from typing import Annotated
 
 import typer
 
-# = ekibnn.pinn.METHODS (a test checks it), spelled out so --help does not import JAX
-PINN_METHODS = ("eki", "eki-disc", "eki-t1", "eki-reg", "etki", "uki", "eks", "aldi")
+from ekibnn import recipes  # the recipe registry: names only, no JAX
 
 app = typer.Typer(
     name="ekibnn",
@@ -93,10 +92,11 @@ def fit(
     method: Annotated[
         str,
         typer.Option(
-            help="eki | etki | uki | eks | aldi: the fitting recipe (see EKIRegressor's "
-            "docstring for what each does and what was measured)."
+            help=" | ".join(recipes.NAMES)
+            + ": the fitting recipe (docs/algorithms.md says what each does and what was "
+            "measured)."
         ),
-    ] = "eki",
+    ] = recipes.DEFAULT,
     sampler_time: Annotated[
         float | None,
         typer.Option(
@@ -113,12 +113,12 @@ def fit(
     from ekibnn import metrics, plotting
     from ekibnn.datasets import load_csv, load_sklearn
     from ekibnn.errors import InputError
-    from ekibnn.estimators import METHODS, EKIClassifier, EKIRegressor
+    from ekibnn.estimators import EKIClassifier, EKIRegressor
 
-    if method not in METHODS:
+    if method not in recipes.NAMES:
         _fail(
-            f"--method: expected one of {', '.join(METHODS)}; got {method!r}; fix: pass e.g. "
-            "--method eki (the default)"
+            f"--method: expected one of {', '.join(recipes.NAMES)}; got {method!r}; fix: pass "
+            f"e.g. --method {recipes.DEFAULT} (the default)"
         )
     try:
         if dataset in ("diabetes", "breast_cancer", "digits", "wine"):
@@ -209,8 +209,9 @@ def pinn(
         str,
         typer.Option(
             help="Inversion recipe: "
-            + " | ".join(PINN_METHODS)
-            + " (see ekibnn.pinn.fit; uki: at most 1200 parameters, aldi: ensemble >= p + 2)."
+            + " | ".join(recipes.NAMES)
+            + f" (see ekibnn.pinn.fit; uki: at most {recipes.UKI_MAX_PARAMS} parameters, "
+            "aldi: ensemble >= p + 2)."
         ),
     ] = "eki",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/pinn"),

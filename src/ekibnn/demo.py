@@ -78,7 +78,7 @@ class DemoSetup(NamedTuple):
     second, already compiled run)."""
 
     config: DemoConfig
-    algo: ek.KalmanAlgorithm
+    algo: ek.EKI
     particles: ek.bnn.MLP  # the prior ensemble (leading axis J)
     key: jax.Array  # the run's key
     model: ek.bnn.MLP  # template network
@@ -110,7 +110,7 @@ def setup_demo(config: str | DemoConfig = "default", seed: int = 0, scale: float
         prior=prior,
         scheduler=ek.schedulers.constant(cfg.dt),
         inflation=cfg.inflation,
-        batch_size=min(cfg.batch_size, cfg.num_train),
+        minibatch=ek.minibatch.random(min(cfg.batch_size, cfg.num_train)),
         indexed_forward=True,
     )
     return DemoSetup(cfg, algo, particles, key_run, model, (x, y), (x_test, y_test))

@@ -29,6 +29,7 @@ from jaxtyping import Array, Bool, Float, PyTree
 from ekibnn.errors import input_error
 
 __all__ = [
+    "Layout",
     "ensemble_size",
     "flatten",
     "flatten_member",
@@ -171,6 +172,107 @@ def unflatten_member(x: Float[Array, " p"], template: PyTree) -> PyTree:
         out.append(x[start : start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
         start += leaf.size
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, out), static)
+
+
+class Layout(eqx.Module):
+    """How one member's parameter pytree maps to a ``(p,)`` vector: the structure, the shapes and
+    dtypes of its floating-point leaves and its static (non-parameter) leaves. Every field is
+    static, so a Layout is part of a state's tree structure, never a leaf: states stay flat
+    ``(J, p)`` arrays inside the compiled loop and are turned back into pytrees only where a
+    member is evaluated (:meth:`member`) or handed to the user (:meth:`unflatten`). Equal
+    layouts compare and hash equal, so they never cause a recompilation.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> layout = Layout.of_ensemble({"w": jnp.zeros((4, 2, 3)), "b": jnp.zeros(4)})
+        >>> layout.num_params, layout.member(jnp.arange(7.0))["w"].shape
+        (7, (2, 3))
+    """
+
+    treedef: Any = eqx.field(static=True)
+    shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
+    dtypes: tuple[Any, ...] = eqx.field(static=True)
+    static_leaves: tuple[Any, ...] = eqx.field(static=True)
+    static_treedef: Any = eqx.field(static=True)
+
+    @classmethod
+    def of_member(cls, tree: PyTree) -> Layout:
+        """The layout of one member's parameters (no ensemble axis)."""
+        dynamic, static = eqx.partition(tree, eqx.is_inexact_array)
+        leaves, treedef = jax.tree_util.tree_flatten(dynamic)
+        static_leaves, static_treedef = jax.tree_util.tree_flatten(static)
+        return cls(
+            treedef,
+            tuple(tuple(leaf.shape) for leaf in leaves),
+            tuple(jnp.dtype(leaf.dtype) for leaf in leaves),
+            tuple(_hashable(leaf) for leaf in static_leaves),
+            static_treedef,
+        )
+
+    @classmethod
+    def of_ensemble(cls, particles: PyTree) -> Layout:
+        """The layout of one member of an ensemble (leading axis J on every parameter leaf)."""
+        member = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_inexact_array(x) else x, particles)
+        return cls.of_member(member)
+
+    @property
+    def num_params(self) -> int:
+        """Number of scalar parameters ``p``."""
+        return sum(math.prod(shape) for shape in self.shapes)
+
+    @property
+    def dtype(self) -> Any:
+        """The promoted floating dtype of the flat vectors."""
+        return jnp.result_type(*self.dtypes)
+
+    def _combine(self, leaves: list[Array]) -> PyTree:
+        static = jax.tree_util.tree_unflatten(
+            self.static_treedef, [_unwrap(leaf) for leaf in self.static_leaves]
+        )
+        return eqx.combine(jax.tree_util.tree_unflatten(self.treedef, leaves), static)
+
+    def member(self, x: Float[Array, " p"]) -> PyTree:
+        """One member's pytree from its ``(p,)`` vector (leaf dtypes restored)."""
+        out, start = [], 0
+        for shape, dtype in zip(self.shapes, self.dtypes, strict=True):
+            size = math.prod(shape)
+            out.append(x[start : start + size].reshape(shape).astype(dtype))
+            start += size
+        return self._combine(out)
+
+    def unflatten(self, x: Float[Array, "J p"]) -> PyTree:
+        """The ensemble pytree from its ``(J, p)`` matrix."""
+        out, start = [], 0
+        for shape, dtype in zip(self.shapes, self.dtypes, strict=True):
+            size = math.prod(shape)
+            out.append(x[:, start : start + size].reshape(x.shape[0], *shape).astype(dtype))
+            start += size
+        return self._combine(out)
+
+
+class _Unhashable:
+    """A static leaf that cannot be hashed (e.g. a NumPy array), compared by identity."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __hash__(self) -> int:
+        return id(self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Unhashable) and other.value is self.value
+
+
+def _hashable(leaf: Any) -> Any:
+    try:
+        hash(leaf)
+    except TypeError:
+        return _Unhashable(leaf)
+    return leaf
+
+
+def _unwrap(leaf: Any) -> Any:
+    return leaf.value if isinstance(leaf, _Unhashable) else leaf
 
 
 def masked_mean(x: Float[Array, "J d"], mask: Bool[Array, " J"], count: Array) -> Array:

@@ -27,9 +27,11 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 from jaxtyping import Array, Float
 
-__all__ = ["kalman_increment", "matmul_precision"]
+__all__ = ["Space", "kalman_increment", "matmul_precision"]
 
-Space = Literal["auto", "data", "ensemble"]
+#: Where a Kalman solve happens: ``"data"`` (m x m), ``"ensemble"`` (J x J), ``"parameter"``
+#: (p x p) or ``"auto"`` (the cheapest for the static shapes). Each algorithm accepts a subset.
+Space = Literal["auto", "data", "ensemble", "parameter"]
 
 
 def matmul_precision(precision: str | None) -> contextlib.AbstractContextManager:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ekibnn.ensemble import ensemble_size
 from ekibnn.errors import input_error
-from ekibnn.inversion.eki import KalmanAlgorithm
+from ekibnn.inversion.kernel import KalmanAlgorithm
 
 __all__ = ["RunResult", "run", "shard_ensemble"]
 
@@ -36,8 +36,7 @@ class RunResult(NamedTuple):
     """What :func:`run` returns.
 
     Attributes:
-        particles: the final ensemble (pytree with leading axis J).
-        state: the algorithm's final state (e.g. :class:`ekibnn.EKIState`).
+        state: the algorithm's final state (e.g. :class:`ekibnn.EnsembleState`).
         history: the per-step info NamedTuple with every field a NumPy array of length
             ``num_steps`` (the steps actually taken).
         num_steps: steps taken (fewer than asked when the algorithm stopped itself).
@@ -54,10 +53,15 @@ class RunResult(NamedTuple):
         (True, 1.0)
     """
 
-    particles: PyTree
     state: Any
     history: Any
     num_steps: int
+
+    @property
+    def particles(self) -> PyTree:
+        """The final state's members (``state.particles``): the ensemble (pytree, leading axis
+        J), or for UKI the ``2p + 1`` points that reproduce its mean and covariance."""
+        return self.state.particles
 
 
 def shard_ensemble(tree: Any, mesh: jax.sharding.Mesh, num_members: int) -> Any:
@@ -238,7 +242,9 @@ def run(
             it and the result is bit-identical to an uninterrupted run.
         checkpoint_every: steps between checkpoints (default: ``max(1, num_steps // 10)``).
         chunk_size: steps per compiled chunk (default: ``checkpoint_every`` if checkpointing,
-            else about 1/20 of the run when ``progress`` else the whole run).
+            else about 1/20 of the run when ``progress`` else the whole run). The compiled
+            loop depends on it: runs of different lengths that pass the same ``chunk_size``
+            share one compilation.
         blas_threads: threads the BLAS/LAPACK library behind XLA's linear-algebra calls
             (Cholesky, triangular solves) may use while the loop runs; ``None`` leaves it alone.
             The default 1 stops those calls from competing with XLA's own thread pool for the
@@ -290,14 +296,15 @@ def run(
         checkpoint_every = max(1, num_steps // 10)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise input_error("checkpoint_every", "a positive integer", repr(checkpoint_every), "")
-    if chunk_size is None:
+    if chunk_size is None:  # a given chunk size is kept (it fixes the compiled loop's shape)
         if checkpoint_every is not None:
             chunk_size = checkpoint_every
         elif progress:
             chunk_size = max(1, math.ceil(num_steps / 20))
         else:
             chunk_size = num_steps
-    chunk_size = max(1, min(chunk_size, num_steps))
+        chunk_size = min(chunk_size, num_steps)
+    chunk_size = max(1, int(chunk_size))
 
     history: list = []
     steps = 0
@@ -337,4 +344,4 @@ def run(
         )
     else:
         merged = type(info_template)(*(np.zeros((0, *x.shape), x.dtype) for x in info_template))
-    return RunResult(particles=state.particles, state=state, history=merged, num_steps=steps)
+    return RunResult(state=state, history=merged, num_steps=steps)

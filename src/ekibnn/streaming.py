@@ -6,7 +6,8 @@ array, a ``np.memmap`` or ``np.load(path, mmap_mode="r")`` -- and let each EKI s
 rows of its minibatch:
 
     lik = ek.streaming.streamed_regression("X.npy", y, noise_std=0.1)   # X stays on disk
-    algo = ek.eki(lik.indexed_forward_fn, lik.obs, batch_size=256, indexed_forward=True)
+    algo = ek.eki(lik.indexed_forward_fn, lik.obs, minibatch=ek.minibatch.random(256),
+                  indexed_forward=True)
     result = ek.run(key, algo, particles, num_steps=1000)              # one compiled loop
 
 Inside the compiled ``while_loop`` the step draws its minibatch indices on the device; the
@@ -188,7 +189,8 @@ def streamed_regression(X: Source | HostRows, y: ArrayLike, noise_std: ArrayLike
 
     Returns:
         A :class:`ekibnn.bnn.Likelihood`; use ``indexed_forward_fn`` with
-        ``ek.eki(..., batch_size=b, indexed_forward=True)``. Its ``forward_fn`` fetches all rows.
+        ``ek.eki(..., minibatch=ek.minibatch.random(b), indexed_forward=True)``. Its
+        ``forward_fn`` fetches all rows.
     """
     rows = X if isinstance(X, HostRows) else host_rows(X)
     y = jnp.asarray(y)

@@ -21,7 +21,10 @@ def check(steps, rtol, atol):
     prior = ek.GaussianPrior.like(model)
     lik = bnn.regression(x, y, 0.1)
     particles = prior.sample(jax.random.key(1), 32)
-    for kwargs in ({"batch_size": 16, "indexed_forward": True, "inflation": 0.01}, {}):
+    for kwargs in (
+        {"minibatch": ek.minibatch.random(16), "indexed_forward": True, "inflation": 0.01},
+        {},
+    ):
         fwd = lik.indexed_forward_fn if kwargs else lik.forward_fn
         algo = ek.eki(fwd, lik.obs, prior=prior, scheduler=ek.schedulers.constant(1.0), **kwargs)
         single = ek.run(jax.random.key(2), algo, particles, steps, progress=False)

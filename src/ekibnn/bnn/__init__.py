@@ -10,7 +10,8 @@ Example:
     >>> prior = ek.GaussianPrior.like(model, std=1.0)
     >>> lik = bnn.regression(X, y, noise_std=0.1)
     >>> algo = ek.eki(lik.indexed_forward_fn, lik.obs, prior=prior, inflation=0.01,
-    ...               scheduler=ek.schedulers.constant(1.0), batch_size=32, indexed_forward=True)
+    ...               scheduler=ek.schedulers.constant(1.0), indexed_forward=True,
+    ...               minibatch=ek.minibatch.random(32))
     >>> res = ek.run(jax.random.key(1), algo, prior.sample(jax.random.key(2), 32), 50,
     ...              progress=False)
     >>> preds = bnn.ensemble_apply(res.particles, X)[..., 0]          # (J, n)

@@ -27,7 +27,7 @@ Regression, unknown noise (:func:`noise_em_update`)
     from a small ``sigma``: from a large one a regularised fit and the noise estimate can stall
     together at an under-fitting fixed point. Because
     ``sigma`` enters :class:`ekibnn.Observation` as an ordinary (traceable) array, the whole
-    alternation can run inside one compiled function (see :class:`ekibnn.estimators.EKIRegressor`).
+    alternation reuses one compiled loop (see :mod:`ekibnn.recipes`).
 
 Classification with K classes (:func:`classification`)
     Following Kovachki & Stuart (2019, Sec. 4), classification is treated as regression of the
@@ -48,6 +48,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
@@ -84,15 +85,52 @@ class Likelihood(NamedTuple):
         >>> X = jnp.linspace(-1, 1, 20)[:, None]
         >>> lik = regression(X, jnp.sin(3 * X[:, 0]), noise_std=0.1)
         >>> prior = ek.GaussianPrior.like(MLP(jax.random.key(0), 1, 1, hidden=(8,)))
-        >>> full = ek.eki(lik.forward_fn, lik.obs, prior=prior, regularize=True,
+        >>> full = ek.eki(lik.forward_fn, lik.obs, prior, impose_prior=True,
         ...               scheduler=ek.schedulers.constant(1.0))
-        >>> minibatch = ek.eki(lik.indexed_forward_fn, lik.obs, batch_size=10,
+        >>> minibatch = ek.eki(lik.indexed_forward_fn, lik.obs, minibatch=ek.minibatch.random(10),
         ...                    indexed_forward=True, scheduler=ek.schedulers.constant(1.0))
     """
 
     forward_fn: Callable[[PyTree], Float[Array, " m"]]
     indexed_forward_fn: Callable[[PyTree, Int[Array, " b"]], Float[Array, " b"]]
     obs: Observation
+
+
+class RegressionForward(eqx.Module):
+    """``model(X)`` flattened row-major (flat index ``i k + c`` is point ``i``, output ``c``).
+    An Equinox module: ``X`` is data, traced by :func:`ekibnn.run`, so new inputs of the same
+    shape reuse the compiled loop."""
+
+    X: Array
+    num_outputs: int = eqx.field(static=True)
+
+    def __call__(self, model: PyTree) -> Array:
+        return model(self.X).reshape(-1)
+
+    def indexed(self, model: PyTree, indices: Array) -> Array:
+        """The outputs at the flat indices ``indices`` only (a minibatch)."""
+        k = self.num_outputs
+        if k == 1:
+            return model(self.X[indices])[:, 0]
+        out = model(self.X[indices // k])  # (b, k)
+        return jnp.take_along_axis(out, (indices % k)[:, None], axis=1)[:, 0]
+
+
+class ClassificationForward(eqx.Module):
+    """``softmax(model(X))`` flattened row-major (flat index ``i K + c`` is the probability of
+    class ``c`` at point ``i``); an Equinox module like :class:`RegressionForward`."""
+
+    X: Array
+    num_classes: int = eqx.field(static=True)
+
+    def __call__(self, model: PyTree) -> Array:
+        return jax.nn.softmax(model(self.X), axis=-1).reshape(-1)
+
+    def indexed(self, model: PyTree, indices: Array) -> Array:
+        """The probabilities at the flat indices ``indices`` only (a minibatch)."""
+        k = self.num_classes
+        probs = jax.nn.softmax(model(self.X[indices // k]), axis=-1)  # (b, K)
+        return jnp.take_along_axis(probs, (indices % k)[:, None], axis=1)[:, 0]
 
 
 def _check_2d(name: str, x: Array) -> None:
@@ -133,17 +171,9 @@ def regression(X: ArrayLike, y: ArrayLike, noise_std: ArrayLike) -> Likelihood:
     if noise.ndim > 0:
         noise = jnp.broadcast_to(noise, y.shape).reshape(-1)
 
-    def forward_fn(model):
-        return model(X).reshape(-1)
-
-    def indexed_forward_fn(model, indices):
-        if k == 1:
-            return model(X[indices])[:, 0]
-        out = model(X[indices // k])  # (b, k)
-        return jnp.take_along_axis(out, (indices % k)[:, None], axis=1)[:, 0]
-
+    forward = RegressionForward(X, k)
     obs = Observation(y.reshape(-1).astype(X.dtype), noise)
-    return Likelihood(forward_fn, indexed_forward_fn, obs)
+    return Likelihood(forward, forward.indexed, obs)
 
 
 def classification(
@@ -182,17 +212,11 @@ def classification(
         )
     onehot = jax.nn.one_hot(labels, num_classes, dtype=X.dtype).reshape(-1)
 
-    def forward_fn(model):
-        return jax.nn.softmax(model(X), axis=-1).reshape(-1)
-
-    def indexed_forward_fn(model, indices):
-        probs = jax.nn.softmax(model(X[indices // num_classes]), axis=-1)  # (b, K)
-        return jnp.take_along_axis(probs, (indices % num_classes)[:, None], axis=1)[:, 0]
-
+    forward = ClassificationForward(X, num_classes)
     noise = jnp.asarray(pseudo_noise, X.dtype)
     if noise.ndim == 1:  # one std per data point, shared by its K entries
         noise = jnp.repeat(noise, num_classes)
-    return Likelihood(forward_fn, indexed_forward_fn, Observation(onehot, noise))
+    return Likelihood(forward, forward.indexed, Observation(onehot, noise))
 
 
 def noise_em_update(particles: PyTree, X: ArrayLike, y: ArrayLike) -> Float[Array, ""]:

@@ -46,8 +46,9 @@ when ``m > J``, Gamma only through :meth:`Observation.whiten`:
 
 Per step that is ``O(J (m + p) min(J, m + p))`` plus the J forward evaluations.
 
-**Step size** (the EKS-stable rule of GHLS 2020 / EKP's ``EKSStableScheduler``, here capped):
-``dt = min(dt0 / (|D|_F + eps), max_dt)``; see :func:`eks_stable_dt`. The first term keeps the
+**Step size** (the EKS-stable rule of GHLS 2020 / EKP's ``EKSStableScheduler``, here capped; the
+default scheduler :func:`ekibnn.schedulers.eks_stable`): ``dt = min(dt0 / (|D|_F + eps),
+max_dt)``; see :func:`ekibnn.schedulers.eks_stable_dt`. The first term keeps the
 explicit likelihood drift stable while the ensemble is far from the data: for linear ``G``,
 ``|D|_F`` bounds the largest eigenvalue of ``C H^T Gamma^{-1} H``, so ``dt0 = 1`` (EKP's
 numerator, the default) gives an explicit step of at most one relaxation. The cap sets the
@@ -72,58 +73,43 @@ transient. The final ensemble is the approximate posterior sample. ``final_time=
 ``p_eff`` data-informed directions, so small problems finish in ~550 steps; large ones need
 more (see ``history.time``) or a smaller ``final_time``.
 
-**Failures.** Members with a non-finite forward output are left out of every statistic (mean,
-covariance, ``D``) and redrawn from the Gaussian fitted to the updated successful members, as in
-:func:`ekibnn.eki`; ``n_failed`` reports them. Fewer than 2 finite members raise an error at run
-time (``eqx.error_if``).
+**Failures** are handled by the shared kernel (:mod:`ekibnn.inversion.kernel`): members with a
+non-finite forward output are left out of every statistic (mean, covariance, ``D``) and redrawn
+from the Gaussian fitted to the updated successful members; ``n_failed`` reports them.
+
+ALDI is EKS with the correction switched on (:class:`ALDI` subclasses :class:`EKS`).
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
-from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
-from ekibnn.ensemble import flatten, redraw_failed, unflatten
+from ekibnn import schedulers as _schedulers
 from ekibnn.errors import input_error
-from ekibnn.inversion.eki import KalmanAlgorithm, check_forward
-from ekibnn.linalg import matmul_precision
+from ekibnn.inversion.kernel import (
+    EnsembleKalman,
+    EnsembleState,
+    Forecast,
+    Space,
+    check_choice,
+    check_prior,
+    ensemble_options,
+)
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
-__all__ = ["EKSInfo", "EKSState", "aldi", "eks", "eks_stable_dt"]
-
-Space = Literal["auto", "parameter", "ensemble"]
-
-#: The scheme's ensemble covariance cannot settle for dt >= 1/2 (module docstring).
-_UNSTABLE_DT = 0.5
-
-
-class EKSState(NamedTuple):
-    """State of an EKS / ALDI run.
-
-    Attributes:
-        particles: the ensemble (pytree, leading axis J on every parameter leaf).
-        time: algorithm time ``t`` (sum of the steps ``dt`` taken).
-        step: number of steps taken.
-        done: ``t`` has reached ``final_time`` (the run stops).
-    """
-
-    particles: PyTree
-    time: Float[Array, ""]
-    step: Int[Array, ""]
-    done: Bool[Array, ""]
+__all__ = ["ALDI", "EKS", "EKSInfo", "aldi", "eks"]
 
 
 class EKSInfo(NamedTuple):
-    """Diagnostics of one step (all scalars; measured on the ensemble *before* the update).
-    The first six fields mean the same as in :class:`ekibnn.EKIInfo`.
+    """Diagnostics of one step: the fields of :class:`ekibnn.EnsembleInfo` plus ``d_norm``.
 
     Attributes:
         misfit: mean over good members of ``|Gamma^{-1/2}(y - G_j)|^2 / m`` (about 1 when the
@@ -145,42 +131,10 @@ class EKSInfo(NamedTuple):
     d_norm: Float[Array, ""]
 
 
-def eks_stable_dt(
-    d_norm: Float[ArrayLike, ""],
-    dt0: float | ArrayLike = 1.0,
-    eps: float = 1e-8,
-    max_dt: float | ArrayLike | None = 0.02,
-) -> Float[Array, ""]:
-    """The EKS-stable adaptive step ``dt = min(dt0 / (|D|_F + eps), max_dt)``.
-
-    GHLS 2020 (``Delta t_n = Delta t_0 / (|D(U_n)|_F + delta)``) and EnsembleKalmanProcesses.jl's
-    ``EKSStableScheduler`` (numerator 1 as here, but no cap), with
-    ``D_jk = <G_k - mean G, Gamma^{-1}(G_j - y)> / J``. ``|D|_F`` is large while the ensemble
-    is far from the data (the explicit likelihood drift is stiff) and about
-    ``sqrt(p_eff (1 + p_eff / J))`` near a posterior with ``p_eff`` data-informed directions.
-    ``max_dt`` (None: no cap) bounds the step when the data are weak, where the scheme is
-    inaccurate and, for ``dt >= 1/2``, unstable (see the module docstring).
-
-    Args:
-        d_norm: the Frobenius norm ``|D|_F`` (reported as ``EKSInfo.d_norm``).
-        dt0: numerator.
-        eps: the nugget ``delta`` (>= 0); with the cap, ``D = 0`` gives ``max_dt``.
-        max_dt: upper bound on the step.
-
-    Returns:
-        The step ``dt`` (scalar, dtype of ``d_norm``).
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> d = jnp.array([[3.0, 0.0], [0.0, 4.0]])
-        >>> round(float(eks_stable_dt(jnp.linalg.norm(d), dt0=1.0, eps=0.0, max_dt=None)), 6)
-        0.2
-        >>> round(float(eks_stable_dt(jnp.linalg.norm(d), dt0=1.0, eps=0.0, max_dt=0.05)), 6)
-        0.05
-    """
-    d_norm = jnp.asarray(d_norm)
-    dt = jnp.asarray(dt0, d_norm.dtype) / (d_norm + eps)
-    return dt if max_dt is None else jnp.minimum(dt, jnp.asarray(max_dt, d_norm.dtype))
+def _resolve(space: Space, j: int, p: int) -> str:
+    if space == "auto":
+        return "parameter" if p <= j else "ensemble"
+    return space
 
 
 def _covariance_noise(key: PRNGKeyArray, anom: Float[Array, "J p"], space: Space) -> Array:
@@ -194,28 +148,6 @@ def _covariance_noise(key: PRNGKeyArray, anom: Float[Array, "J p"], space: Space
     values, vectors = jnp.linalg.eigh(anom.T @ anom)
     root = (vectors * jnp.sqrt(jnp.maximum(values, 0))) @ vectors.T
     return jax.random.normal(key, (j, p), anom.dtype) @ root
-
-
-def _resolve(space: Space, j: int, p: int) -> str:
-    if space == "auto":
-        return "parameter" if p <= j else "ensemble"
-    return space
-
-
-def _check_positive(name: str, value, bound: float | None = None, allow_zero: bool = False) -> None:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = ok and (value >= 0 if allow_zero else value > 0) and (bound is None or value < bound)
-    if not ok:
-        expected = ("a number >= 0" if allow_zero else "a positive number") + (
-            "" if bound is None else f" below {bound}"
-        )
-        fix = "pass a value >= 0" if allow_zero else "pass a value > 0"
-        if bound == _UNSTABLE_DT:
-            fix = (
-                "pass a smaller step: the noise sqrt(2 dt C) scales with the ensemble "
-                "covariance, which cannot settle for dt >= 1/2 (the default cap is 0.02)"
-            )
-        raise input_error(name, expected, repr(value), fix)
 
 
 def _implicit_prior_solve(
@@ -234,178 +166,144 @@ def _implicit_prior_solve(
       so no p x p matrix is formed.
     """
     j, p = anom.shape
-    space = _resolve(space, j, p)
     scaled = anom / std  # S
-    if space == "parameter":
+    if _resolve(space, j, p) == "parameter":
         system = jnp.eye(p, dtype=w.dtype) + dt * scaled.T @ scaled
         return cho_solve(cho_factor(system, lower=True), (w / std).T).T * std
-    if space == "ensemble":
-        gram = jnp.eye(j, dtype=w.dtype) + dt * scaled @ scaled.T
-        coef = cho_solve(cho_factor(gram, lower=True), scaled @ (w / std).T).T  # (K, J)
-        return w - dt * coef @ anom
-    raise ValueError(f"space: expected 'auto', 'parameter' or 'ensemble'; got {space!r}")
+    gram = jnp.eye(j, dtype=w.dtype) + dt * scaled @ scaled.T
+    coef = cho_solve(cho_factor(gram, lower=True), scaled @ (w / std).T).T  # (K, J)
+    return w - dt * coef @ anom
+
+
+class EKS(EnsembleKalman):
+    """The ensemble Kalman sampler; build it with :func:`eks`."""
+
+    space: Space = eqx.field(static=True)
+
+    name: ClassVar[str] = "EKS"
+    corrected: ClassVar[bool] = False  # ALDI's finite-ensemble correction
+
+    def _drift_terms(self, f: Forecast) -> tuple[Array, Array, Array]:
+        """Whitened residuals ``R = Gamma^{-1/2}(G_j - y)``, output anomalies ``B`` (population
+        normalisation ``1/J``, failed rows 0) and the centred particles ``X_c``."""
+        residual = jnp.where(f.ok[:, None], -f.residual, 0)
+        out_anom = jnp.where(f.ok[:, None], f.batch.whiten(f.outputs - f.mean_output), 0)
+        centred = f.anomalies * jnp.sqrt(f.count - 1.0).astype(f.x.dtype)
+        return residual, out_anom, centred
+
+    def _through_d(self, j: int, m: int, p: int) -> bool:
+        """Whether the J x J matrix ``D`` is the cheaper association for these shapes."""
+        return m > j or j * (m + p) < 2 * m * p
+
+    def diagnostics(self, f: Forecast) -> dict[str, Array]:
+        residual, out_anom, _ = self._drift_terms(f)
+        (j, p), m = f.x.shape, residual.shape[1]
+        n = f.count.astype(f.x.dtype)
+        if self._through_d(j, m, p):
+            d = residual @ out_anom.T / n
+            return {"d_norm": jnp.sqrt(jnp.sum(d**2))}
+        square = jnp.sum((residual.T @ residual) * (out_anom.T @ out_anom))
+        return {"d_norm": jnp.sqrt(jnp.maximum(square, 0)) / n}
+
+    def make_info(self, common, extras):
+        return EKSInfo(**common, **extras)
+
+    def analysis(self, key: PRNGKeyArray, f: Forecast, dt: Array) -> Float[Array, "J p"]:
+        residual, out_anom, centred = self._drift_terms(f)
+        (j, p), m = f.x.shape, residual.shape[1]
+        n = f.count.astype(f.x.dtype)
+        # The derivative-free likelihood drift sum_k D_jk (theta_k - mean) = R (B^T X_c) / J, by
+        # the cheaper association for these static shapes.
+        if self._through_d(j, m, p):
+            drift = (residual @ out_anom.T / n) @ centred
+        else:
+            drift = residual @ (out_anom.T @ centred / n)
+        v = f.x - dt * drift
+        if self.corrected:
+            v = v + dt * (p + 1) / n * centred
+        # Implicit prior drift: theta* = m0 + (I + dt C K)^{-1} (v - m0).
+        anom = centred / jnp.sqrt(n)  # A: C = A^T A
+        prior_mean = self.prior.flat_mean().astype(f.x.dtype)
+        x_star = prior_mean + _implicit_prior_solve(
+            anom, self.prior.flat_std().astype(f.x.dtype), v - prior_mean, dt, self.space
+        )
+        # Noise sqrt(2 dt) C^{1/2} xi_j, covariance 2 dt C for every member.
+        return x_star + jnp.sqrt(2 * dt) * _covariance_noise(key, anom, self.space)
+
+
+class ALDI(EKS):
+    """Gradient-free ALDI: EKS with the finite-ensemble correction; build it with
+    :func:`aldi`."""
+
+    name: ClassVar[str] = "ALDI"
+    corrected: ClassVar[bool] = True
+
+    def init(self, particles: PyTree) -> EnsembleState:
+        state = super().init(particles)
+        j, p = state.x.shape
+        if j < p + 2:
+            raise input_error(
+                "particles",
+                f"ALDI's finite-ensemble correction needs J >= p + 2 = {p + 2} members for "
+                f"p = {p} parameters",
+                f"J = {j}",
+                "sample more members, or use ek.eks (no correction; works with J <= p, in the "
+                "ensemble's span)",
+            )
+        return state
 
 
 def _sampler(
-    name: str,
-    corrected: bool,
+    cls: type[EKS],
     forward_fn: Callable[..., Float[Array, " m"]],
     obs: Observation,
     prior: GaussianPrior,
-    dt0: float,
-    max_dt: float,
-    final_time: float | None,
-    adaptive: bool,
-    eps: float,
+    scheduler: _schedulers.Scheduler | None,
+    indexed_forward: bool,
+    forward_batch_size: int | None,
     space: Space,
     update_precision: str | None,
-) -> KalmanAlgorithm:
-    if space not in ("auto", "parameter", "ensemble"):
+) -> EKS:
+    check_prior(
+        prior,
+        required=f"{cls.name} samples the posterior and needs the prior's mean and covariance "
+        "in its update",
+    )
+    if isinstance(scheduler, _schedulers.Constant) and scheduler.dt >= _schedulers.UNSTABLE_DT:
         raise input_error(
-            "space", "'auto', 'parameter' or 'ensemble'", repr(space), "leave it at 'auto'"
+            "scheduler",
+            f"a constant step below {_schedulers.UNSTABLE_DT}",
+            f"constant({scheduler.dt})",
+            "pass a smaller step: the noise sqrt(2 dt C) scales with the ensemble covariance, "
+            "which cannot settle for dt >= 1/2 (or use the default eks_stable())",
         )
-    if not isinstance(obs, Observation):
-        raise input_error(
-            "obs", "an ekibnn.Observation", type(obs).__name__, "wrap data: Observation(y, noise)"
-        )
-    if not isinstance(prior, GaussianPrior):
-        raise input_error(
-            "prior",
-            f"an ekibnn.GaussianPrior ({name} samples the posterior and needs the prior's "
-            "mean and covariance in its update)",
-            type(prior).__name__,
-            "pass prior=ek.GaussianPrior(mean, std) or ek.GaussianPrior.like(params, std=...)",
-        )
-    _check_positive("dt0", dt0, None if adaptive else _UNSTABLE_DT)
-    _check_positive("max_dt", max_dt, _UNSTABLE_DT)
-    _check_positive("eps", eps, allow_zero=True)
-    if final_time is not None:
-        _check_positive("final_time", final_time)
-    m = obs.size
-    p = prior.num_params
-
-    def init(particles: PyTree) -> EKSState:
-        j = prior.check_particles(particles)
-        need = p + 2 if corrected else 2
-        if j < need:
-            why = (
-                f"ALDI's finite-ensemble correction needs J >= p + 2 = {need} members for p = "
-                f"{p} parameters"
-                if corrected
-                else "an ensemble of J >= 2 members"
-            )
-            fix = (
-                "sample more members, or use ek.eks (no correction; works with J <= p, in the "
-                "ensemble's span)"
-                if corrected
-                else "sample more members"
-            )
-            raise input_error("particles", why, f"J = {j}", fix)
-        check_forward(forward_fn, particles, m)
-        dtype = flatten(particles).dtype
-        return EKSState(
-            particles=particles,
-            time=jnp.zeros((), dtype),
-            step=jnp.zeros((), jnp.int32),
-            done=jnp.asarray(False),
-        )
-
-    def step(key: PRNGKeyArray, state: EKSState) -> tuple[EKSState, EKSInfo]:
-        key_noise, key_redraw = jax.random.split(key)
-        x = flatten(state.particles)  # (J, p)
-        j, dtype = x.shape[0], x.dtype
-        outputs = eqx.filter_vmap(forward_fn)(state.particles).astype(dtype)  # (J, m)
-
-        ok = jnp.all(jnp.isfinite(outputs), axis=1)
-        count = jnp.sum(ok)
-        count = eqx.error_if(
-            count,
-            count < 2,
-            f"{name}: fewer than 2 ensemble members have a finite forward output; "
-            "expected at least 2 finite members; fix: check forward_fn for overflow/NaN, "
-            "shrink the prior or the step (dt0, max_dt), or enlarge the ensemble",
-        )
-        outputs = jnp.where(ok[:, None], outputs, 0)
-        n = count.astype(dtype)
-
-        with matmul_precision(update_precision):  # the update at full precision
-            # Whitened residuals G_j - y and output anomalies; population normalisation 1/J.
-            residual = jnp.where(ok[:, None], obs.whiten(outputs - obs.y), 0)  # (J, m)
-            mean_output = jnp.sum(outputs, axis=0) / n
-            out_anom = jnp.where(ok[:, None], obs.whiten(outputs - mean_output), 0)  # (J, m)
-            mean = jnp.sum(jnp.where(ok[:, None], x, 0), axis=0) / n
-            centred = jnp.where(ok[:, None], x - mean, 0)  # (J, p)
-            anom = centred / jnp.sqrt(n)  # A: C = A^T A
-
-            # The derivative-free likelihood drift sum_k D_jk (theta_k - mean) = R (B^T X_c) / J and
-            # |D|_F, by the cheaper association for these static shapes.
-            if m > j or j * (m + p) < 2 * m * p:  # through the J x J matrix D
-                d = residual @ out_anom.T / n
-                drift = d @ centred
-                d_norm = jnp.sqrt(jnp.sum(d**2))
-            else:  # through the (m, p) whitened cross-covariance and m x m Grams
-                drift = residual @ (out_anom.T @ centred / n)
-                square = jnp.sum((residual.T @ residual) * (out_anom.T @ out_anom))
-                d_norm = jnp.sqrt(jnp.maximum(square, 0)) / n
-            if adaptive:
-                dt = eks_stable_dt(d_norm, dt0, eps, max_dt)
-            else:
-                dt = jnp.asarray(dt0, dtype)
-            if final_time is not None:
-                dt = jnp.clip(final_time - state.time, 0, dt)  # land on final_time
-                done = state.time + dt >= final_time * (1 - 1e-6)
-            else:
-                done = jnp.asarray(False)
-            dt = dt.astype(dtype)
-
-            # Explicit part: likelihood drift, plus ALDI's correction.
-            v = x - dt * drift
-            if corrected:
-                v = v + dt * (p + 1) / n * centred
-            # Implicit prior drift: theta* = m0 + (I + dt C K)^{-1} (v - m0).
-            prior_mean = prior.flat_mean().astype(dtype)
-            x_star = prior_mean + _implicit_prior_solve(
-                anom, prior.flat_std().astype(dtype), v - prior_mean, dt, space
-            )
-            # Noise sqrt(2 dt) C^{1/2} xi_j, covariance 2 dt C for every member.
-            x_new = x_star + jnp.sqrt(2 * dt) * _covariance_noise(key_noise, anom, space)
-
-        n_failed = j - count
-        with matmul_precision(update_precision):
-            x_new = redraw_failed(key_redraw, x_new, ok, count)
-
-        new_state = EKSState(
-            particles=unflatten(x_new, state.particles),
-            time=state.time + dt,
-            step=state.step + 1,
-            done=done,
-        )
-        info = EKSInfo(
-            misfit=jnp.sum(residual**2) / n / m,
-            mean_misfit=2 * obs.misfit(mean_output) / m,
-            dt=dt,
-            time=new_state.time,
-            n_failed=n_failed.astype(jnp.int32),
-            spread=jnp.sqrt(jnp.sum(centred**2) / (n - 1) / p),
-            d_norm=d_norm,
-        )
-        return new_state, info
-
-    return KalmanAlgorithm(init, step)
+    options = ensemble_options(
+        obs,
+        prior,
+        scheduler,
+        None,
+        0.0,
+        0.0,
+        indexed_forward,
+        forward_batch_size,
+        update_precision,
+        default_scheduler=_schedulers.eks_stable(),
+    )
+    check_choice("space", space, ("auto", "parameter", "ensemble"), "leave it at 'auto'")
+    return cls(forward_fn=forward_fn, space=space, **options)
 
 
 def eks(
     forward_fn: Callable[..., Float[Array, " m"]],
     obs: Observation,
     prior: GaussianPrior,
-    dt0: float = 1.0,
-    max_dt: float = 0.02,
-    final_time: float | None = 10.0,
-    adaptive: bool = True,
-    eps: float = 1e-8,
+    *,
+    scheduler: _schedulers.Scheduler | None = None,
+    indexed_forward: bool = False,
+    forward_batch_size: int | None = None,
     space: Space = "auto",
     update_precision: str | None = "highest",
-) -> KalmanAlgorithm:
+) -> EKS:
     """Build the ensemble Kalman sampler (EKS) of Garbuno-Inigo, Hoffmann, Li & Stuart (2020).
 
     Linearly implicit split-step scheme with the EKS-stable adaptive step (module docstring).
@@ -416,16 +314,13 @@ def eks(
         forward_fn: ``forward_fn(params) -> (m,)`` for ONE member (ekibnn vmaps it).
         obs: the data and its noise.
         prior: the Gaussian prior (required: it enters every step, not only the start).
-        dt0: numerator of the stable step ``dt = min(dt0 / (|D|_F + eps), max_dt)``; with
-            ``adaptive=False`` the fixed step itself (must then be < 0.5).
-        max_dt: cap on the adaptive step (< 0.5). The stationary covariance is inflated by a
-            factor between ``1 + dt/2`` and ``1 + 3 dt/2`` (module docstring): at most 3% at
-            the default cap, less where ``dt0 / |D|_F`` sets a smaller step.
-        final_time: stop once the algorithm time reaches it (None: run ``num_steps``).
-        adaptive: EKS-stable adaptive step (True) or the fixed step ``dt0`` (a fixed step is
-            only stable once the ensemble is near the posterior: from the prior ``|D|_F`` is
-            large and the explicit likelihood drift needs the adaptive step).
-        eps: the nugget in the step size.
+        scheduler: default :func:`ekibnn.schedulers.eks_stable` (the stable adaptive step
+            ``min(1 / (|D|_F + 1e-8), 0.02)`` to algorithm time 10). The stationary covariance
+            is inflated by a factor between ``1 + dt/2`` and ``1 + 3 dt/2`` (module docstring):
+            at most 3% at the default cap. A ``constant(dt)`` step must be below 0.5, and is
+            only stable once the ensemble is near the posterior.
+        indexed_forward: ``forward_fn(params, indices)`` (called with all indices).
+        forward_batch_size: members evaluated at a time (memory bound); None = all at once.
         space: ``"parameter"`` (p x p Cholesky solve and covariance root), ``"ensemble"``
             (J x J Woodbury solve, noise through the anomalies) or ``"auto"`` (parameter space
             when ``p <= J``). The drift and the noise's law are the same in both.
@@ -433,15 +328,18 @@ def eks(
             :func:`ekibnn.linalg.matmul_precision`; the forward map keeps JAX's default).
 
     Returns:
-        A :class:`KalmanAlgorithm` whose state is :class:`EKSState`, info :class:`EKSInfo`.
+        An :class:`EKS` module with the state :class:`ekibnn.EnsembleState` and the info
+        :class:`EKSInfo`.
+
+    Raises:
+        InputError: for bad arguments (before anything is compiled).
 
     Example:
         >>> import jax, jax.numpy as jnp, ekibnn as ek
-        >>> from ekibnn.inversion.eks import eks
         >>> H = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
         >>> obs = ek.Observation(jnp.array([1.0, 2.0, 2.0]), 0.1)
         >>> prior = ek.GaussianPrior(jnp.zeros(2), 1.0)
-        >>> algo = eks(lambda th: H @ th, obs, prior)
+        >>> algo = ek.eks(lambda th: H @ th, obs, prior)
         >>> key = jax.random.key(0)
         >>> result = ek.run(key, algo, prior.sample(key, 200), num_steps=1000, progress=False)
         >>> bool(result.state.done), result.num_steps < 1000
@@ -449,22 +347,21 @@ def eks(
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.05))
         True
     """
-    settings = (dt0, max_dt, final_time, adaptive, eps, space, update_precision)
-    return _sampler("EKS", False, forward_fn, obs, prior, *settings)
+    settings = (scheduler, indexed_forward, forward_batch_size, space, update_precision)
+    return _sampler(EKS, forward_fn, obs, prior, *settings)
 
 
 def aldi(
     forward_fn: Callable[..., Float[Array, " m"]],
     obs: Observation,
     prior: GaussianPrior,
-    dt0: float = 1.0,
-    max_dt: float = 0.02,
-    final_time: float | None = 10.0,
-    adaptive: bool = True,
-    eps: float = 1e-8,
+    *,
+    scheduler: _schedulers.Scheduler | None = None,
+    indexed_forward: bool = False,
+    forward_batch_size: int | None = None,
     space: Space = "auto",
     update_precision: str | None = "highest",
-) -> KalmanAlgorithm:
+) -> ALDI:
     """Build gradient-free ALDI (affine-invariant Langevin dynamics; Garbuno-Inigo, Nüsken &
     Reich 2020): EKS plus the finite-ensemble correction ``(p + 1)/J (theta_j - mean)`` and the
     generalised square root ``C^{1/2} = A^T`` in the noise, so that for a linear-Gaussian
@@ -475,14 +372,13 @@ def aldi(
 
     Example:
         >>> import jax, jax.numpy as jnp, ekibnn as ek
-        >>> from ekibnn.inversion.eks import aldi
         >>> obs = ek.Observation(jnp.array([1.0, 2.0]), 0.5)
         >>> prior = ek.GaussianPrior(jnp.zeros(2), 1.0)
-        >>> algo = aldi(lambda th: th, obs, prior)
+        >>> algo = ek.aldi(lambda th: th, obs, prior)
         >>> key = jax.random.key(0)
         >>> result = ek.run(key, algo, prior.sample(key, 500), num_steps=1000, progress=False)
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([0.8, 1.6]), atol=0.1))
         True
     """
-    settings = (dt0, max_dt, final_time, adaptive, eps, space, update_precision)
-    return _sampler("ALDI", True, forward_fn, obs, prior, *settings)
+    settings = (scheduler, indexed_forward, forward_batch_size, space, update_precision)
+    return _sampler(ALDI, forward_fn, obs, prior, *settings)

@@ -33,28 +33,36 @@ map each step is the exact Kalman update of the ensemble's mean and covariance, 
 covariance (exactly, up to round-off, when ``J > p``). Unlike stochastic EKI there is no
 sampling error beyond that of the initial ensemble.
 
-Options (as in :func:`ekibnn.eki`): additive / multiplicative inflation before each update,
-minibatches, extended-state (Tikhonov) regularisation, and failure handling: members whose
-output is non-finite are left out of every statistic (they do not enter the transform) and are
-redrawn from the Gaussian fitted to the updated good members.
+The forecast (inflation, minibatches, forward map, failed members, scheduler) is the shared
+kernel of :mod:`ekibnn.inversion.kernel`, as for :func:`ekibnn.eki`; members whose output is
+non-finite do not enter the transform and are redrawn after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ekibnn import minibatch as _minibatch
 from ekibnn import schedulers as _schedulers
-from ekibnn.ensemble import masked_anomalies, redraw_failed
-from ekibnn.inversion.eki import EKIInfo, EKIState, KalmanAlgorithm, ensemble_setup
+from ekibnn.ensemble import masked_anomalies, masked_mean
+from ekibnn.inversion.kernel import (
+    EnsembleKalman,
+    Forecast,
+    augment_with_prior,
+    check_prior,
+    ensemble_options,
+)
 from ekibnn.linalg import matmul_precision
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
-__all__ = ["etki", "transform_update"]
+__all__ = ["ETKI", "etki", "transform_update"]
 
 
 def transform_update(
@@ -77,121 +85,89 @@ def transform_update(
         ``(mean increment (p,), new anomalies T A (J, p))``. Only ``(J, J)`` matrices are formed.
     """
     with matmul_precision(precision):
-        return _transform(param_anomalies, output_anomalies, innovation)
+        b = output_anomalies
+        gram = b @ b.T  # (J, J): the only matrix factorised
+        evals, evecs = jnp.linalg.eigh(0.5 * (gram + gram.T))
+        evals = jnp.maximum(evals, 0.0)  # B'B'^T is PSD; clip round-off
+        projected = evecs.T @ (b @ innovation)  # (J,)
+        weights = evecs @ (projected / (1.0 + evals))  # (I + B'B'^T)^{-1} B' d'
+        transform = (evecs * jax.lax.rsqrt(1.0 + evals)) @ evecs.T  # (I + B'B'^T)^{-1/2}
+        return weights @ param_anomalies, transform @ param_anomalies
 
 
-def _transform(param_anomalies, output_anomalies, innovation):
-    b = output_anomalies
-    gram = b @ b.T  # (J, J): the only matrix factorised
-    evals, evecs = jnp.linalg.eigh(0.5 * (gram + gram.T))
-    evals = jnp.maximum(evals, 0.0)  # B'B'^T is PSD; clip round-off
-    projected = evecs.T @ (b @ innovation)  # (J,)
-    weights = evecs @ (projected / (1.0 + evals))  # (I + B'B'^T)^{-1} B' d'
-    transform = (evecs * jax.lax.rsqrt(1.0 + evals)) @ evecs.T  # symmetric (I + B'B'^T)^{-1/2}
-    return weights @ param_anomalies, transform @ param_anomalies
+class ETKI(EnsembleKalman):
+    """Ensemble transform Kalman inversion; build it with :func:`etki`."""
+
+    impose_prior: bool = eqx.field(static=True)
+
+    name: ClassVar[str] = "ETKI"
+
+    def analysis(self, key: PRNGKeyArray, f: Forecast, dt: Array) -> Float[Array, "J p"]:
+        del key  # deterministic
+        outputs_w, residual = f.batch.whiten(f.outputs), f.residual
+        if self.impose_prior:
+            weight = f.batch.size / self.obs.size
+            outputs_w, residual = augment_with_prior(outputs_w, residual, f.x, self.prior, weight)
+        _, output_anomalies = masked_anomalies(outputs_w, f.ok, f.count)
+        innovation = masked_mean(residual, f.ok, f.count)  # whitened y - mean_j G_j
+        root_dt = jnp.sqrt(dt)
+        mean_step, new_anomalies = transform_update(
+            f.anomalies, root_dt * output_anomalies, root_dt * innovation, self.update_precision
+        )
+        scale = jnp.sqrt(f.count - 1.0).astype(f.x.dtype)
+        return f.x_mean + mean_step + scale * new_anomalies  # failed rows: the mean
 
 
 def etki(
     forward_fn: Callable[..., Float[Array, " m"]],
     obs: Observation,
     prior: GaussianPrior | None = None,
+    *,
     scheduler: _schedulers.Scheduler | None = None,
+    impose_prior: bool = False,
+    minibatch: _minibatch.Minibatch | None = None,
     inflation: float = 0.0,
     multiplicative_inflation: float = 0.0,
-    regularize: bool = False,
-    batch_size: int | None = None,
     indexed_forward: bool = False,
-    minibatch: str = "random",
     forward_batch_size: int | None = None,
     update_precision: str | None = "highest",
-) -> KalmanAlgorithm:
-    """Build an ensemble transform Kalman inversion (see the module docstring for the equations).
+) -> ETKI:
+    """Build an ensemble transform Kalman inversion (module docstring for the equations).
 
-    Args:
-        forward_fn: ``forward_fn(params) -> (m,)`` for ONE member (ekibnn vmaps it). With
-            ``indexed_forward=True`` it is ``forward_fn(params, indices) -> (len(indices),)``.
-        obs: the data and its noise.
-        prior: needed for ``regularize``; when given, particles are checked against it.
-        scheduler: step-size rule; default :func:`ekibnn.schedulers.data_misfit` (T = 1).
-        inflation: std of the additive random walk applied before each update.
-        multiplicative_inflation: covariance factor ``1 + value`` applied before each update.
-        regularize: extended-state Tikhonov regularisation: observe ``[G(theta); theta]`` against
-            ``[y; prior mean]`` with noise ``blockdiag(Gamma, C_0)`` (the prior then enters twice
-            in a tempered-to-T=1 run: a regulariser, not the Bayesian posterior).
-        batch_size: observations per step (without replacement); None = all.
-        indexed_forward: see ``forward_fn``.
-        minibatch: ``"random"`` or ``"epoch"`` (posterior-preserving; see :func:`ekibnn.eki`).
-        forward_batch_size: members evaluated at a time (memory bound); None = all at once.
-        update_precision: matrix-product precision of the update (see :func:`ekibnn.eki`).
+    Arguments as in :func:`ekibnn.eki` (no ``stochastic``: the transform is deterministic; no
+    ``space``: the transform is always computed in ensemble space, cost linear in ``m``).
 
     Returns:
-        A :class:`KalmanAlgorithm` whose state is :class:`ekibnn.EKIState` and whose info is
-        :class:`ekibnn.EKIInfo` (same layouts as EKI). The step uses its key only for the
-        inflation noise, the minibatch and redrawing failed members; otherwise it is
-        deterministic.
+        An :class:`ETKI` module with the state :class:`ekibnn.EnsembleState` and the info
+        :class:`ekibnn.EnsembleInfo` of EKI. The step uses its key only for the inflation
+        noise, the minibatch and redrawing failed members.
+
+    Raises:
+        InputError: for bad arguments (before anything is compiled).
 
     Example:
         >>> import jax, jax.numpy as jnp, ekibnn as ek
         >>> H = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
         >>> obs = ek.Observation(jnp.array([1.0, 2.0, 2.0]), 0.1)
         >>> prior = ek.GaussianPrior(jnp.zeros(2), 1.0)
-        >>> algo = ek.etki(lambda th: H @ th, obs, prior=prior)
+        >>> algo = ek.etki(lambda th: H @ th, obs, prior)
         >>> key = jax.random.key(0)
         >>> result = ek.run(key, algo, prior.sample(key, 20), num_steps=50, progress=False)
         >>> bool(jnp.allclose(result.particles.mean(0), jnp.array([1.0, 1.0]), atol=0.1))
         True
     """
-    scheduler, batch_size, m_step, init, predict, advance = ensemble_setup(
-        forward_fn,
+    options = ensemble_options(
         obs,
         prior,
         scheduler,
+        minibatch,
         inflation,
         multiplicative_inflation,
-        batch_size,
-        regularize,
         indexed_forward,
-        minibatch,
         forward_batch_size,
-        name="ETKI",
+        update_precision,
+        default_scheduler=_schedulers.data_misfit(),
     )
-
-    def step(key: PRNGKeyArray, state: EKIState) -> tuple[EKIState, EKIInfo]:
-        key_rw, key_batch, key_redraw = jax.random.split(key, 3)
-        f = predict(key_rw, key_batch, state)
-        x, batch, outputs, ok, count = f.x, f.batch, f.outputs, f.ok, f.count
-        mean_output, misfits, mean_misfit, dt = f.mean_output, f.misfits, f.mean_misfit, f.dt
-        j, dtype = x.shape[0], x.dtype
-
-        # Whitened anomalies and the mean innovation; the extended state appends theta / std.
-        x_mean, param_anom = masked_anomalies(x, ok, count)
-        _, output_anom = masked_anomalies(batch.whiten(outputs), ok, count)
-        innovation = batch.whiten(batch.y - mean_output)  # (m_step,)
-        if regularize:
-            # prior block weighted b / m under minibatching, as in eki
-            std0 = (prior.flat_std() * jnp.sqrt(obs.size / m_step)).astype(dtype)
-            output_anom = jnp.concatenate([output_anom, param_anom / std0], axis=1)
-            innovation = jnp.concatenate([innovation, (prior.flat_mean() - x_mean) / std0])
-        root_dt = jnp.sqrt(dt)
-        mean_step, new_anom = transform_update(
-            param_anom, root_dt * output_anom, root_dt * innovation, update_precision
-        )
-        new_mean = x_mean + mean_step
-        x_new = new_mean + jnp.sqrt(count - 1.0).astype(dtype) * new_anom  # failed rows: mean
-
-        n_failed = j - count
-        with matmul_precision(update_precision):
-            x_new = redraw_failed(key_redraw, x_new, ok, count)
-
-        new_state = advance(state, f, x_new)
-        info = EKIInfo(
-            misfit=2 * jnp.sum(misfits) / count / m_step,
-            mean_misfit=2 * mean_misfit / m_step,
-            dt=dt,
-            time=new_state.time,
-            n_failed=n_failed.astype(jnp.int32),
-            spread=jnp.sqrt(jnp.mean(jnp.sum(param_anom**2, axis=0))),
-        )
-        return new_state, info
-
-    return KalmanAlgorithm(init, step)
+    if impose_prior:
+        check_prior(prior, required="impose_prior=True observes the parameters against it")
+    return ETKI(forward_fn=forward_fn, impose_prior=bool(impose_prior), **options)

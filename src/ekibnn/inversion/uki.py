@@ -53,7 +53,10 @@ estimate with covariance ``(H^T Gamma^{-1} H)^{-1}`` (posterior under a flat pri
 
 UKI is meant for small parameter counts ``p`` (physical parameters): each iteration costs
 ``2p + 1`` forward evaluations and ``O(p^2 m + p^3)`` linear algebra, and the state holds a
-``(p, p)`` covariance.
+``(p, p)`` covariance. It shares the prior augmentation and the vmapped forward evaluation with
+the ensemble methods (:mod:`ekibnn.inversion.kernel`); a sigma point with a non-finite output
+is an error (the quadrature cannot drop points). Stopping is a scheduler:
+:func:`ekibnn.schedulers.tolerance` (the default) sees each iteration's change.
 """
 
 from __future__ import annotations
@@ -63,44 +66,66 @@ from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ekibnn.ensemble import flatten_member, unflatten
+from ekibnn import schedulers as _schedulers
+from ekibnn.ensemble import Layout, flatten, flatten_member
 from ekibnn.errors import input_error
-from ekibnn.inversion.eki import KalmanAlgorithm, check_forward
+from ekibnn.inversion.kernel import (
+    Algorithm,
+    augment_with_prior,
+    check_choice,
+    check_forward,
+    check_number,
+    check_observation,
+    check_positive_int,
+    check_precision,
+    check_prior,
+    evaluate_members,
+)
 from ekibnn.linalg import matmul_precision
 from ekibnn.observations import Observation
 from ekibnn.priors import GaussianPrior
 
-__all__ = ["UKIInfo", "UKIState", "uki"]
+__all__ = ["UKI", "UKIInfo", "UKIState", "uki"]
 
 
 class UKIState(NamedTuple):
-    """State of a UKI run: the Gaussian ``N(mean, cov)`` and a stencil representing it.
+    """State of a UKI run: the Gaussian ``N(mean, cov)`` (primary data only).
 
     Attributes:
-        particles: ``2p + 1`` members ``mean, mean +- sqrt(p) [chol(cov)]_j`` (pytree, leading
-            axis ``2p + 1``): their sample mean is exactly ``mean`` and their unbiased sample
-            covariance exactly ``cov``, so ensemble-based predictions can use them like any
-            ekibnn ensemble. (They are not the points evaluated by the next step, which are
-            drawn around the *predicted* mean with scale ``c = a sqrt(p)``.)
-        mean: the current mean ``m_n`` as ONE member's parameters (pytree like the prior mean).
-        cov: the current covariance ``C_n`` (p, p), in the order of
-            :func:`ekibnn.ensemble.flatten`.
-        time: iterations taken, as a float (each UKI iteration is one unit step).
+        mean: the current mean ``m_n`` as ONE member's parameters (a pytree like the prior
+            mean; :func:`ekibnn.ensemble.flatten_member` gives the ``(p,)`` vector).
+        cov: the current covariance ``C_n`` ``(p, p)``, in the order of
+            :func:`ekibnn.ensemble.flatten_member`.
         step: iterations taken.
-        done: converged (change below ``tol``) or ``max_steps`` reached.
+        done: the scheduler has asked to stop (converged, or its iteration cap).
+        scheduler_state: the scheduler's own state.
     """
 
-    particles: PyTree
     mean: PyTree
     cov: Float[Array, "p p"]
-    time: Float[Array, ""]
     step: Int[Array, ""]
     done: Bool[Array, ""]
+    scheduler_state: PyTree
+
+    @property
+    def time(self) -> Float[Array, ""]:
+        """Iterations taken as a float (each UKI iteration is one unit step)."""
+        return self.step.astype(self.cov.dtype)
+
+    @property
+    def particles(self) -> PyTree:
+        """The ``2p + 1`` points ``mean, mean +- sqrt(p) [chol(cov)]_j`` (pytree, leading axis
+        ``2p + 1``): their sample mean is exactly ``mean`` and their unbiased sample covariance
+        exactly ``cov``, so ensemble-based code can use them. (Not the points the next
+        iteration evaluates, which surround the *predicted* mean with scale ``a sqrt(p)``.)"""
+        chol = jnp.linalg.cholesky(0.5 * (self.cov + self.cov.T))
+        mean = flatten_member(self.mean)
+        layout = Layout.of_member(self.mean)
+        return layout.unflatten(_stencil(mean, chol, math.sqrt(mean.shape[0])))
 
 
 class UKIInfo(NamedTuple):
@@ -109,9 +134,9 @@ class UKIInfo(NamedTuple):
     Attributes:
         misfit: mean over the ``2p + 1`` sigma points of ``||Gamma^{-1/2}(y - G_j)||^2 / m``.
         mean_misfit: the same at the predicted mean ``G(m^)`` (the central sigma point).
-        change: the convergence measure ``max(max_k |dm_k| / s_k, max_kl |dC_kl| / (s_k s_l))``
-            with ``s = sqrt(diag C_{n+1})``: the change of mean and covariance in posterior-std
-            units; the run stops when it falls below ``tol``.
+        change: ``max(max_k |dm_k| / s_k, max_kl |dC_kl| / (s_k s_l))`` with
+            ``s = sqrt(diag C_{n+1})``: the change of mean and covariance in posterior-std
+            units, which the default scheduler compares with its tolerance.
         time: iterations after this one.
         spread: ``sqrt(mean_k C_{n+1, kk})``.
     """
@@ -123,150 +148,80 @@ class UKIInfo(NamedTuple):
     spread: Float[Array, ""]
 
 
-def uki(
-    forward_fn: Callable[..., Float[Array, " m"]],
-    obs: Observation,
-    prior: GaussianPrior,
-    alpha: float = 1.0,
-    impose_prior: bool = True,
-    evolution_cov: Literal["current", "prior"] = "current",
-    tol: float | None = None,
-    max_steps: int = 100,
-    update_precision: str | None = "highest",
-) -> KalmanAlgorithm:
-    """Build an unscented Kalman inversion (see the module docstring for the equations).
+def _stencil(mean: Array, chol: Array, c: float) -> Array:
+    offsets = c * chol.T  # row j = c [chol]_j
+    return jnp.concatenate([mean[None], mean + offsets, mean - offsets])
 
-    The defaults are the Bayesian configuration whose converged mean and covariance equal the
-    posterior for linear-Gaussian problems (derivation in the module docstring).
 
-    Args:
-        forward_fn: ``forward_fn(params) -> (m,)`` for ONE member (ekibnn vmaps it over the
-            ``2p + 1`` sigma points).
-        obs: the data and its noise ``Gamma``.
-        prior: the Gaussian prior ``N(m_0, C_0)``: the iteration starts from it, ``r = m_0``,
-            and it enters the augmented observation when ``impose_prior``.
-        alpha: regularisation ``alpha`` in (0, 1] of the evolution ``r + alpha (theta - r)``.
-            Keep 1 for the posterior.
-        impose_prior: augment ``G`` with the prior (``[G(theta); theta]`` observed as
-            ``[y; m_0]``, ``Sigma_nu = 2 blockdiag(Gamma, C_0)``); False: ``Sigma_nu = 2 Gamma``.
-        evolution_cov: ``Lambda`` in ``Sigma_omega = (2 - alpha^2) Lambda``: ``"current"``
-            (``C_n``, needed for the posterior) or ``"prior"`` (``C_0``).
-        tol: stop when the change of mean and covariance (``UKIInfo.change``, in posterior-std
-            units) falls below it; default ``sqrt(machine epsilon)`` of the parameters' dtype
-            (3.5e-4 in float32, 1.5e-8 in float64).
-        max_steps: stop after this many iterations in any case (``done`` is set).
-        update_precision: matrix-product precision of the analysis step (see
-            :func:`ekibnn.linalg.matmul_precision`; the forward map keeps JAX's default).
+class UKI(Algorithm):
+    """Unscented Kalman inversion; build it with :func:`uki` (fields as its arguments)."""
 
-    Returns:
-        A :class:`KalmanAlgorithm` with state :class:`UKIState` and info :class:`UKIInfo`.
-        ``init(particles)`` uses ``particles`` ONLY to check their structure against the prior
-        (any ensemble size, e.g. ``prior.sample(key, 1)``); the iteration starts from the prior.
-        The step ignores its key (UKI is deterministic).
+    forward_fn: Callable
+    obs: Observation
+    prior: GaussianPrior
+    scheduler: _schedulers.Scheduler
+    alpha: float = eqx.field(static=True)
+    impose_prior: bool = eqx.field(static=True)
+    evolution_cov: str = eqx.field(static=True)
+    start: str = eqx.field(static=True)
+    jitter: float = eqx.field(static=True)
+    forward_batch_size: int | None = eqx.field(static=True)
+    update_precision: str | None = eqx.field(static=True)
 
-    Example:
-        >>> import jax, jax.numpy as jnp, ekibnn as ek
-        >>> H = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
-        >>> obs = ek.Observation(jnp.array([1.0, 2.0, 2.0]), 0.1)
-        >>> prior = ek.GaussianPrior(jnp.zeros(2), 1.0)
-        >>> algo = ek.uki(lambda th: H @ th, obs, prior)
-        >>> key = jax.random.key(0)
-        >>> result = ek.run(key, algo, prior.sample(key, 1), num_steps=200, progress=False)
-        >>> bool(jnp.allclose(result.state.mean, jnp.array([1.0, 1.0]), atol=0.05))
-        True
-    """
-    if not isinstance(obs, Observation):
-        raise input_error(
-            "obs", "an ekibnn.Observation", type(obs).__name__, "wrap data: Observation(y, noise)"
-        )
-    if not isinstance(prior, GaussianPrior):
-        raise input_error(
-            "prior",
-            "an ekibnn.GaussianPrior (UKI starts from it and uses it for r and C_0)",
-            type(prior).__name__,
-            "pass prior=ek.GaussianPrior(mean_tree, std)",
-        )
-    try:
-        alpha_ok = 0 < float(alpha) <= 1
-    except (TypeError, ValueError):
-        alpha_ok = False
-    if not alpha_ok or isinstance(alpha, bool):
-        raise input_error(
-            "alpha", "a number in (0, 1]", repr(alpha), "use alpha=1.0 for the posterior"
-        )
-    alpha = float(alpha)
-    if evolution_cov not in ("current", "prior"):
-        raise input_error(
-            "evolution_cov",
-            "'current' (Lambda = C_n) or 'prior' (Lambda = C_0)",
-            repr(evolution_cov),
-            "use 'current' for the posterior",
-        )
-    if tol is not None and (
-        isinstance(tol, bool) or not (isinstance(tol, int | float) and tol > 0)
-    ):
-        raise input_error("tol", "a positive number or None", repr(tol), "e.g. tol=1e-6")
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-        raise input_error("max_steps", "a positive integer", repr(max_steps), "e.g. 100")
-
-    m = obs.size
-    p = prior.num_params
-    num_points = 2 * p + 1
-    scale_a = min(math.sqrt(4.0 / p), 1.0)
-    spread_c = scale_a * math.sqrt(p)  # c_j
-    weight = 1.0 / (2.0 * scale_a**2 * p)  # W_j^c, j = 1..2p
-    dynamic, static = eqx.partition(prior.mean, eqx.is_inexact_array)
-
-    def template(num: int) -> PyTree:
-        stacked = jax.tree_util.tree_map(lambda x: jnp.zeros((num, *x.shape), x.dtype), dynamic)
-        return eqx.combine(stacked, static)
-
-    stencil_template = template(num_points)
-    member_template = template(1)
-
-    def as_member(vec: Float[Array, " p"]) -> PyTree:
-        tree = unflatten(vec[None], member_template)
-        return jax.tree_util.tree_map(lambda x: x[0] if eqx.is_inexact_array(x) else x, tree)
-
-    def stencil(mean: Array, chol: Array, c: float) -> Array:
-        offsets = c * chol.T  # row j = c [chol]_j
-        return jnp.concatenate([mean[None], mean + offsets, mean - offsets])
-
-    def representative(mean: Array, cov: Array) -> PyTree:
-        chol = jnp.linalg.cholesky(cov)
-        return unflatten(stencil(mean, chol, math.sqrt(p)), stencil_template)
-
-    def init(particles: PyTree) -> UKIState:
-        prior.check_particles(particles)
-        check_forward(forward_fn, stencil_template, m)
-        mean0 = prior.flat_mean()
-        cov0 = jnp.diag(prior.flat_std() ** 2).astype(mean0.dtype)
+    def init(self, particles: PyTree) -> UKIState:
+        """The first Gaussian: the prior (``start="prior"``; ``particles`` only checked against
+        its structure, any ensemble size), or the particles' mean and covariance plus
+        ``jitter`` times the prior covariance (``start="ensemble"``, J >= 2)."""
+        j = self.prior.check_particles(particles)
+        check_forward(self.forward_fn, self.prior.mean, self.obs.size)
+        mean0 = self.prior.flat_mean()
+        var0 = self.prior.flat_std() ** 2
+        if self.start == "prior":
+            mean, cov = mean0, jnp.diag(var0)
+        else:
+            if j < 2:
+                raise input_error(
+                    "particles",
+                    "J >= 2 members to start UKI from their mean and covariance",
+                    f"J = {j}",
+                    "pass an ensemble, or build UKI with start='prior'",
+                )
+            x = flatten(particles).astype(mean0.dtype)
+            mean = jnp.mean(x, axis=0)
+            anom = (x - mean) / jnp.sqrt(j - 1.0)
+            cov = anom.T @ anom + self.jitter * jnp.diag(var0)
         return UKIState(
-            particles=representative(mean0, cov0),
-            mean=as_member(mean0),
-            cov=cov0,
-            time=jnp.zeros((), mean0.dtype),
+            mean=Layout.of_member(self.prior.mean).member(mean.astype(mean0.dtype)),
+            cov=cov.astype(mean0.dtype),
             step=jnp.zeros((), jnp.int32),
             done=jnp.asarray(False),
+            scheduler_state=self.scheduler.init(),
         )
 
-    def step(key: PRNGKeyArray, state: UKIState) -> tuple[UKIState, UKIInfo]:
-        del key  # deterministic
+    def step(self, key: PRNGKeyArray, state: UKIState) -> tuple[UKIState, UKIInfo]:
+        """One UKI iteration (module docstring); deterministic (the key is unused)."""
+        del key
+        layout = Layout.of_member(state.mean)
         mean, cov = flatten_member(state.mean), state.cov
         dtype = mean.dtype
-        mean0 = prior.flat_mean().astype(dtype)
-        std0 = prior.flat_std().astype(dtype)
-        threshold = math.sqrt(float(jnp.finfo(dtype).eps)) if tol is None else tol
+        p = mean.shape[0]
+        scale_a = min(math.sqrt(4.0 / p), 1.0)
+        spread_c = scale_a * math.sqrt(p)  # c_j
+        weight = 1.0 / (2.0 * scale_a**2 * p)  # W_j^c, j = 1..2p
+        mean0 = self.prior.flat_mean().astype(dtype)
+        std0 = self.prior.flat_std().astype(dtype)
 
         # Prediction.
-        mean_hat = mean0 + alpha * (mean - mean0)
-        lam = cov if evolution_cov == "current" else jnp.diag(std0**2)
-        cov_hat = alpha**2 * cov + (2.0 - alpha**2) * lam
+        mean_hat = mean0 + self.alpha * (mean - mean0)
+        lam = cov if self.evolution_cov == "current" else jnp.diag(std0**2)
+        cov_hat = self.alpha**2 * cov + (2.0 - self.alpha**2) * lam
         chol = jnp.linalg.cholesky(0.5 * (cov_hat + cov_hat.T))
-        sigma = stencil(mean_hat, chol, spread_c)  # (2p + 1, p)
+        sigma = _stencil(mean_hat, chol, spread_c)  # (2p + 1, p)
 
         # Analysis.
-        outputs = eqx.filter_vmap(forward_fn)(unflatten(sigma, stencil_template)).astype(dtype)
+        outputs = evaluate_members(
+            self.forward_fn, layout, sigma, None, self.forward_batch_size
+        ).astype(dtype)
         outputs = eqx.error_if(
             outputs,
             ~jnp.all(jnp.isfinite(outputs)),
@@ -275,17 +230,17 @@ def uki(
             "fix: check forward_fn for overflow/NaN, reparametrise (e.g. log-transform) or use "
             "a smaller prior std",
         )
-        with matmul_precision(update_precision):  # the update at full precision
-            residual = obs.whiten(obs.y - outputs)  # (2p + 1, m)
+        with matmul_precision(self.update_precision):  # the update at full precision
+            outputs_w = self.obs.whiten(outputs)
+            residual = self.obs.whiten(self.obs.y - outputs)  # (2p + 1, m)
             sq = jnp.sum(residual**2, axis=1)
+            if self.impose_prior:
+                outputs_w, residual = augment_with_prior(outputs_w, residual, sigma, self.prior)
             root_w = math.sqrt(weight)
-            param_anom = root_w * (sigma[1:] - mean_hat)  # A (2p, p)
             inv_root2 = 1.0 / math.sqrt(2.0)  # Sigma_nu = 2 Gamma (and 2 C_0)
-            output_anom = root_w * inv_root2 * (residual[0] - residual[1:])  # B = W^1/2 Sn^-1/2 dy
+            param_anom = root_w * (sigma[1:] - mean_hat)  # A (2p, p)
+            output_anom = root_w * inv_root2 * (outputs_w[1:] - outputs_w[0])  # B
             innovation = inv_root2 * residual[0]
-            if impose_prior:
-                output_anom = jnp.concatenate([output_anom, inv_root2 * param_anom / std0], axis=1)
-                innovation = jnp.concatenate([innovation, inv_root2 * (mean0 - mean_hat) / std0])
             gram = output_anom @ output_anom.T + jnp.eye(2 * p, dtype=dtype)  # (2p, 2p)
             factor = jnp.linalg.cholesky(gram)
             mean_new = mean_hat + param_anom.T @ cho_solve((factor, True), output_anom @ innovation)
@@ -304,15 +259,29 @@ def uki(
             jnp.max(jnp.abs(mean_new - mean) / scale),
             jnp.max(jnp.abs(cov_new - cov) / jnp.outer(scale, scale)),
         )
-        new_step = state.step + 1
-        done = (change < threshold) | (new_step >= max_steps)
+        m = self.obs.size
+        stats = _schedulers.MisfitStats(
+            misfits=0.5 * sq,
+            ok=jnp.ones(sq.shape, bool),
+            mean_output_misfit=0.5 * sq[0],
+            num_obs=m,
+            time=state.time,
+            step=state.step,
+            change=change,
+        )
+        dt, done, scheduler_state = self.scheduler.next(state.scheduler_state, stats)
+        dt = eqx.error_if(
+            dt,
+            dt != 1,
+            "UKI: the scheduler chose a step dt != 1; expected unit steps (each UKI iteration "
+            "is one step of its dynamical system); fix: use ek.schedulers.tolerance(...)",
+        )
         new_state = UKIState(
-            particles=representative(mean_new, cov_new),
-            mean=as_member(mean_new),
+            mean=layout.member(mean_new),
             cov=cov_new,
-            time=state.time + 1,
-            step=new_step,
-            done=done,
+            step=state.step + 1,
+            done=jnp.asarray(done),
+            scheduler_state=scheduler_state,
         )
         info = UKIInfo(
             misfit=jnp.mean(sq) / m,
@@ -323,4 +292,101 @@ def uki(
         )
         return new_state, info
 
-    return KalmanAlgorithm(init, step)
+
+def uki(
+    forward_fn: Callable[..., Float[Array, " m"]],
+    obs: Observation,
+    prior: GaussianPrior,
+    *,
+    scheduler: _schedulers.Scheduler | None = None,
+    alpha: float = 1.0,
+    impose_prior: bool = True,
+    evolution_cov: Literal["current", "prior"] = "current",
+    start: Literal["prior", "ensemble"] = "prior",
+    jitter: float = 1e-6,
+    forward_batch_size: int | None = None,
+    update_precision: str | None = "highest",
+) -> UKI:
+    """Build an unscented Kalman inversion (see the module docstring for the equations).
+
+    The defaults are the Bayesian configuration whose converged mean and covariance equal the
+    posterior for linear-Gaussian problems (derivation in the module docstring).
+
+    Args:
+        forward_fn: ``forward_fn(params) -> (m,)`` for ONE member (ekibnn vmaps it over the
+            ``2p + 1`` sigma points).
+        obs: the data and its noise ``Gamma``.
+        prior: the Gaussian prior ``N(m_0, C_0)``: ``r = m_0``, the start (by default) and, when
+            ``impose_prior``, the augmented observation.
+        scheduler: when to stop; default :func:`ekibnn.schedulers.tolerance` (change below
+            ``sqrt(machine epsilon)``, at most 100 iterations). Its steps must be ``dt = 1``.
+        alpha: regularisation ``alpha`` in (0, 1] of the evolution ``r + alpha (theta - r)``.
+            Keep 1 for the posterior.
+        impose_prior: augment ``G`` with the prior (``[G(theta); theta]`` observed as
+            ``[y; m_0]``, ``Sigma_nu = 2 blockdiag(Gamma, C_0)``); False: ``Sigma_nu = 2 Gamma``.
+        evolution_cov: ``Lambda`` in ``Sigma_omega = (2 - alpha^2) Lambda``: ``"current"``
+            (``C_n``, needed for the posterior) or ``"prior"`` (``C_0``).
+        start: ``"prior"`` (the iteration starts from ``N(m_0, C_0)``) or ``"ensemble"`` (from
+            the mean and covariance of the particles given to ``init``, plus ``jitter`` times
+            ``C_0``, e.g. after an ensemble warm start).
+        jitter: see ``start``.
+        forward_batch_size: sigma points evaluated at a time (None: all at once).
+        update_precision: matrix-product precision of the analysis step (see
+            :func:`ekibnn.linalg.matmul_precision`; the forward map keeps JAX's default).
+
+    Returns:
+        A :class:`UKI` module with state :class:`UKIState` and info :class:`UKIInfo`. The step
+        ignores its key (UKI is deterministic).
+
+    Raises:
+        InputError: for bad arguments (before anything is compiled).
+
+    Example:
+        >>> import jax, jax.numpy as jnp, ekibnn as ek
+        >>> H = jnp.array([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+        >>> obs = ek.Observation(jnp.array([1.0, 2.0, 2.0]), 0.1)
+        >>> prior = ek.GaussianPrior(jnp.zeros(2), 1.0)
+        >>> algo = ek.uki(lambda th: H @ th, obs, prior)
+        >>> key = jax.random.key(0)
+        >>> result = ek.run(key, algo, prior.sample(key, 1), num_steps=200, progress=False)
+        >>> bool(jnp.allclose(result.state.mean, jnp.array([1.0, 1.0]), atol=0.05))
+        True
+    """
+    check_observation(obs)
+    check_prior(prior, required="UKI starts from it and uses it for r and C_0")
+    alpha = check_number("alpha", alpha, 0.0, strict=True)
+    if alpha > 1:
+        raise input_error(
+            "alpha", "a number in (0, 1]", repr(alpha), "use alpha=1.0 for the posterior"
+        )
+    check_choice(
+        "evolution_cov", evolution_cov, ("current", "prior"), "use 'current' for the posterior"
+    )
+    check_choice("start", start, ("prior", "ensemble"), "use 'prior' or 'ensemble'")
+    jitter = check_number("jitter", jitter)
+    scheduler = _schedulers.tolerance() if scheduler is None else scheduler
+    if not isinstance(scheduler, _schedulers.Scheduler) or not scheduler.unit_steps:
+        raise input_error(
+            "scheduler",
+            "a scheduler with unit steps (ek.schedulers.tolerance(...), or constant(1.0))",
+            repr(scheduler),
+            "pass scheduler=ek.schedulers.tolerance(tol, max_steps)",
+        )
+    if forward_batch_size is not None:
+        forward_batch_size = check_positive_int(
+            "forward_batch_size", forward_batch_size, "pass e.g. 128 or None"
+        )
+    check_precision(update_precision)
+    return UKI(
+        forward_fn=forward_fn,
+        obs=obs,
+        prior=prior,
+        scheduler=scheduler,
+        alpha=alpha,
+        impose_prior=bool(impose_prior),
+        evolution_cov=evolution_cov,
+        start=start,
+        jitter=jitter,
+        forward_batch_size=forward_batch_size,
+        update_precision=update_precision,
+    )

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import jax
@@ -29,24 +28,9 @@ from jaxtyping import ArrayLike, PyTree
 
 from ekibnn.errors import input_error
 from ekibnn.pinn.problem import PINNProblem
-from ekibnn.run import RunResult
+from ekibnn.posterior import _import_arviz
 
 __all__ = ["to_inference_data"]
-
-
-def _import_arviz() -> Any:
-    try:
-        with warnings.catch_warnings():
-            # arviz 0.2x announces its 1.0 refactor with a FutureWarning on import
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "ekibnn.pinn.to_inference_data needs ArviZ, an optional dependency; expected "
-            "`import arviz` to work, got ImportError; fix: pip install 'ekibnn[arviz]' "
-            "(or pip install arviz)"
-        ) from err
-    return arviz
 
 
 def _leading_shape(problem: PINNProblem, particles: PyTree) -> tuple[int, ...]:
@@ -84,7 +68,7 @@ def _leading_shape(problem: PINNProblem, particles: PyTree) -> tuple[int, ...]:
 
 
 def to_inference_data(
-    samples: RunResult | PyTree,
+    samples: Any,
     problem: PINNProblem,
     x: ArrayLike | None = None,
     attrs: dict | None = None,
@@ -92,8 +76,9 @@ def to_inference_data(
     """Posterior samples of a B-PINN as an :class:`arviz.InferenceData`.
 
     Args:
-        samples: a :class:`ekibnn.RunResult` from :func:`ekibnn.pinn.fit` (its ``particles``
-            are used) or particles ``{"net": MLP, "phys": {name: z}}`` with unconstrained
+        samples: the result of :func:`ekibnn.pinn.fit` (or any object with ``particles``, such
+            as an :class:`ekibnn.RunResult`: its ``particles`` are used) or particles
+            ``{"net": MLP, "phys": {name: z}}`` with unconstrained
             ``z``: with one leading axis ``(J,)`` (an ensemble: ``chain = 1``, ``draw = J``) or
             two ``(chains, draws)`` (e.g. NUTS chains, for ``arviz.rhat``).
         problem: the problem the samples belong to (its transforms map ``z`` to the constrained
@@ -120,7 +105,7 @@ def to_inference_data(
             "pass e.g. ekibnn.pinn.poisson1d()",
         )
     az = _import_arviz()
-    particles = samples.particles if isinstance(samples, RunResult) else samples
+    particles = samples.particles if hasattr(samples, "particles") else samples
     lead = _leading_shape(problem, particles)
     as_chains = (lambda a: np.asarray(a)[None]) if len(lead) == 1 else np.asarray
     constrained = problem.constrained(particles["phys"])

@@ -37,7 +37,6 @@ Example (the 1-D Poisson problem in a few lines):
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -46,15 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
-from ekibnn import schedulers
+from ekibnn import recipes
 from ekibnn.bnn.models import MLP
-from ekibnn.ensemble import flatten_member, unflatten
 from ekibnn.errors import input_error
-from ekibnn.inversion import KalmanAlgorithm, aldi, eki, eks, etki, uki
 from ekibnn.observations import Observation
 from ekibnn.pinn.transforms import Identity, Transform
 from ekibnn.priors import GaussianPrior
-from ekibnn.run import RunResult, run
 
 __all__ = [
     "GROUPS",
@@ -348,260 +344,56 @@ class PINNProblem:
 
 
 # --------------------------------------------------------------------------------- fitting
-METHODS = ("eki", "eki-disc", "eki-t1", "eki-reg", "etki", "uki", "eks", "aldi")
+#: The recipes :func:`fit` accepts: every name of :data:`ekibnn.recipes.NAMES`.
+METHODS = recipes.NAMES
 
-#: Recipes that sample from an EKI warm start (see :func:`fit`).
-SAMPLERS = ("eks", "aldi")
-
-#: Largest parameter count accepted by the ``"uki"`` recipe: each UKI step evaluates
-#: ``2p + 1`` sigma points and factorises ``2p x 2p`` matrices (about ``16 p^3`` flops: 3e11 for
-#: the ``[1, 50, 50, 1]`` networks of the ready-made problems, an estimated several seconds per
-#: step on 2 CPU cores, and dozens of steps are needed).
-UKI_MAX_PARAMS = 1200
-
-#: Algorithm time the ``"eks"``/``"aldi"`` samplers run for after the warm start.
-SAMPLER_TIME = 2.0
-
-
-def _method_error(method: str) -> Exception:
-    return input_error("method", f"one of {METHODS}", repr(method), "pick a listed recipe")
-
-
-def _check_uki_size(problem: PINNProblem) -> None:
-    p = problem.prior().num_params
-    if p > UKI_MAX_PARAMS:
-        raise input_error(
-            "method='uki'",
-            f"at most {UKI_MAX_PARAMS} parameters (UKI evaluates 2p + 1 sigma points and "
-            "factorises 2p x 2p matrices every step, about 16 p^3 flops)",
-            f"p = {p} parameters ({2 * p + 1} sigma points, ~{16 * p**3 / 1e9:.0f} GFLOP per "
-            "step) for the network of sizes " + str(problem.net.sizes),
-            "use a smaller network (p ~ 330 with hidden=(16, 16): pinn.poisson1d(hidden=(16, "
-            "16)), or run_pinn(..., problem_kwargs={'hidden': (16, 16)})), or the ensemble "
-            "recipes method='eki' / 'eks' whose cost is linear in p",
-        )
-
-
-def _check_aldi_size(problem: PINNProblem, ensemble_size: int) -> None:
-    p = problem.prior().num_params
-    if ensemble_size < p + 2:
-        raise input_error(
-            "method='aldi'",
-            f"ensemble_size >= p + 2 = {p + 2} (ALDI's finite-ensemble correction "
-            "(p + 1)/J (theta_j - mean) blows the ensemble up when J < p + 2)",
-            f"ensemble_size = {ensemble_size} for p = {p} parameters",
-            f"use method='eks' (works with J << p, in the ensemble's span), pass "
-            f"ensemble_size >= {p + 2}, or use a smaller network",
-        )
-
-
-def build_algorithm(
-    problem: PINNProblem,
-    method: str = "eki",
-    tau: float = 1.0,
-    inflation: float = 0.1,
-    sampler_time: float = SAMPLER_TIME,
-) -> KalmanAlgorithm:
-    """The Kalman algorithm for ``problem`` (see :func:`fit` for the recipes).
-
-    For ``"eks"`` and ``"aldi"`` this is the sampling stage alone (run until algorithm time
-    ``sampler_time``); :func:`fit` starts it from an EKI warm start. For ``"uki"`` it is the
-    Bayesian UKI of :func:`ekibnn.uki` (raises :class:`ekibnn.InputError` above
-    :data:`UKI_MAX_PARAMS` parameters).
-    """
-    if method not in METHODS:
-        raise _method_error(method)
-    obs, prior = problem.observation(), problem.prior()
-    until_fit = schedulers.stop_on_discrepancy(schedulers.constant(1.0), tau)
-    if method == "eki":
-        return eki(
-            problem.forward_fn,
-            obs,
-            prior=prior,
-            scheduler=schedulers.constant(1.0),
-            stochastic=True,
-            inflation=inflation,
-        )
-    if method == "eki-disc":
-        return eki(problem.forward_fn, obs, prior=prior, scheduler=until_fit, stochastic=True)
-    if method == "eki-t1":
-        return eki(problem.forward_fn, obs, prior=prior, scheduler=schedulers.data_misfit(1.0))
-    if method == "eki-reg":
-        return eki(
-            problem.forward_fn,
-            obs,
-            prior=prior,
-            scheduler=schedulers.constant(1.0),
-            regularize=True,
-        )
-    if method == "etki":
-        return etki(
-            problem.forward_fn,
-            obs,
-            prior=prior,
-            scheduler=schedulers.constant(1.0),
-            inflation=inflation,
-        )
-    if method == "uki":
-        _check_uki_size(problem)
-        # run() bounds the iterations; UKI's own cap is set out of the way.
-        return uki(problem.forward_fn, obs, prior, max_steps=10**9)
-    sampler = eks if method == "eks" else aldi
-    return sampler(problem.forward_fn, obs, prior, final_time=float(sampler_time))
-
-
-def _gaussian_draws(key: Array, mean: PyTree, cov: Array, num: int) -> PyTree:
-    """``num`` draws of ``N(mean, cov)`` in the layout of ``mean`` (one member's pytree)."""
-    flat_mean = flatten_member(mean)
-    chol = jnp.linalg.cholesky(0.5 * (cov + cov.T))
-    z = jax.random.normal(key, (num, flat_mean.size), flat_mean.dtype)
-    stacked = jax.tree_util.tree_map(
-        lambda x: jnp.broadcast_to(x, (num, *x.shape)) if eqx.is_inexact_array(x) else x, mean
-    )
-    return unflatten(flat_mean + z @ chol.T, stacked)
-
-
-def _join_histories(first, second):
-    """Concatenate the per-step infos of two stages, field by field (the second stage's
-    fields; a field missing from the first is NaN there)."""
-    n_first = len(first.misfit)
-    fields = {}
-    for name in second._fields:
-        tail = np.asarray(getattr(second, name))
-        head = getattr(first, name, None)
-        if head is None:
-            head = np.full((n_first, *tail.shape[1:]), np.nan, np.result_type(tail, np.float32))
-            tail = tail.astype(head.dtype)
-        fields[name] = np.concatenate([np.asarray(head).astype(tail.dtype), tail])
-    return type(second)(**fields)
+#: The default recipe of :func:`fit` and :func:`ekibnn.pinn.run_pinn`.
+DEFAULT_METHOD = "eki"
 
 
 def fit(
     problem: PINNProblem,
     key: Array,
-    method: str = "eki",
-    ensemble_size: int = 200,
-    max_steps: int = 200,
-    tau: float = 1.0,
-    inflation: float = 0.1,
+    method: str = DEFAULT_METHOD,
+    *,
+    ensemble_size: int | None = None,
+    max_steps: int | None = None,
     progress: bool = False,
-    sampler_time: float = SAMPLER_TIME,
-    warm_start: str = "eki",
-    max_sampler_steps: int | None = None,
-) -> RunResult:
-    """Fit a B-PINN by ensemble Kalman inversion; returns :class:`ekibnn.RunResult`.
-
-    Recipes (``method``), all starting from ``ensemble_size`` prior draws (measured on
-    poisson1d: see ``benchmarks/bpinn.py`` and the module docs of :mod:`ekibnn.pinn`):
-
-    * ``"eki"`` (default): perturbed-observation EKI with ``dt = 1`` (the Pensoneault & Zhu 2023
-      iteration: unknowns in the state, observations ``[u; b; f]``, a fixed number of steps)
-      plus an additive random walk of std ``inflation`` (default 0.1) on every unconstrained
-      parameter before each update (the tutorial's ``sigma_xi``), for exactly ``max_steps``
-      steps. The ensemble settles to a stationary spread set by the balance of the random walk
-      and the Kalman contraction. Caveat: that spread is calibrated by ``inflation`` (tuned on
-      poisson1d against HMC), not derived from the posterior.
-    * ``"eki-disc"``: the same iteration without the random walk, stopped by the discrepancy
-      principle once the ensemble-mean output fits the data to the noise level
-      (``|Gamma^{-1/2}(y - mean G)|^2 <= tau^2 m``), at most ``max_steps`` steps. Fits well but
-      the ensemble collapses (parameter spreads 3-5x too small).
-    * ``"eki-t1"``: EKI tempered to algorithm time ``T = 1`` by the data-misfit controller (the
-      exact Bayesian update for linear problems). Fails here: the network is far too nonlinear
-      over the prior for one unit of Kalman time; the ensemble barely leaves the prior.
-    * ``"eki-reg"``: Tikhonov (extended-state) EKI with ``dt = 1`` for ``max_steps`` steps.
-      Fails here: with ``J << p`` the prior block pins the members near prior-like functions.
-    * ``"etki"``: the transform (square-root) variant with the ``"eki"`` schedule.
-    * ``"uki"``: Bayesian unscented Kalman inversion (:func:`ekibnn.uki`, prior imposed) for
-      ``max_steps`` iterations from the prior; ``result.particles`` are ``ensemble_size`` draws
-      of the final Gaussian ``N(mean, cov)`` (``result.state`` keeps ``mean`` and ``cov``).
-      Exact for forward maps linear in the parameters (tested), but it fails on networks: the
-      prior mean is the all-zero network, a saddle where each sigma point (one weight moved)
-      leaves the output unchanged, so UKI stays there (poisson1d with ``hidden=(8,)``, p = 26:
-      misfit 27 per datum after 13 iterations, k = -0.01 +- 0.54); started instead at an EKI
-      fit (``hidden=(16, 16)``, p = 322, misfit 0.45; mean and diagonal covariance of the EKI
-      ensemble) it drifts back to that saddle in ~30 iterations (misfit 27, k = 0.01 +-
-      0.50), since the statistical linearisation over the sigma points' +-2 sqrt(2 C) spread
-      sees almost no data sensitivity and the prior term wins. Meant for small problems
-      (physical parameters with a tiny or fixed network); raises :class:`ekibnn.InputError` above
-      :data:`UKI_MAX_PARAMS` parameters (the ready-made problems' default networks have
-      1155-2752).
-    * ``"eks"``: the ensemble Kalman sampler (:func:`ekibnn.eks`, EKS-stable adaptive step
-      capped at 0.02) for algorithm time ``sampler_time`` (default 2), started from the
-      ``warm_start`` recipe's ensemble after ``max_steps`` steps (default ``"eki"``). Why the
-      warm start: from the prior ``|D|_F`` is huge, so the sampler's stable steps are tiny and
-      thousands are needed before the ensemble reaches the data; EKI does that part in
-      ``max_steps`` cheap steps. Measured (J = 200, same posterior as NUTS; see
-      :mod:`ekibnn.pinn`): on damped_oscillator it is the only recipe that fits (c = 0.34 +-
-      0.02, w2 = 3.77 +- 0.05 against NUTS 0.45 +- 0.05, 3.60 +- 0.10; rel. L2 of u 0.085,
-      NUTS 0.101), where the EKI warm start is stuck at the bound w2 = 0.5; on poisson1d and
-      diffusion_reaction2d it keeps the warm start's fit of u but its spreads are 0.4-0.6x
-      NUTS's and k moves away from NUTS's mean as ``sampler_time`` grows (poisson1d k: 0.60
-      +- 0.026 at T = 2, 0.56 +- 0.024 at T = 5; NUTS 0.80 +- 0.04). The reason: with J << p
-      the sampler only moves in the ensemble's (J - 1)-dimensional affine span, and EKS
-      without the finite-ensemble correction shrinks there (ALDI's correction needs
-      J >= p + 2). Warm start ``"eki-disc"`` (collapsed, no random walk) is worse (poisson1d
-      k = 0.63 +- 0.009, misfit 10 per datum after T = 2). Cost: ``max_steps`` EKI steps plus
-      ``sampler_time / dt`` sampler steps (100-400 at J = 200), each about one EKI step.
-      At most ``max_sampler_steps`` sampler steps (default ``10 * sampler_time / 0.02``).
-    * ``"aldi"``: the same with ALDI (:func:`ekibnn.aldi`; exact finite-ensemble correction,
-      exact for linear problems: tested on a linear B-PINN), which needs
-      ``ensemble_size >= p + 2``: raises :class:`ekibnn.InputError` before any work otherwise
-      (``p`` ~ 2700 for ``[1, 50, 50, 1]``, where J = p + 2 members would cost ~14x an EKI
-      step of J = 200 plus a p x p eigendecomposition per step: use ``"eks"`` there).
+    **settings,
+) -> recipes.Fit:
+    """Fit a B-PINN with a recipe of :mod:`ekibnn.recipes` (what each does and what was
+    measured against NUTS on these problems: ``docs/algorithms.md``).
 
     Args:
         problem: the B-PINN problem.
         key: a JAX PRNG key.
-        method: a recipe of :data:`METHODS` (above).
-        ensemble_size: members ``J`` (draws of the final Gaussian for ``"uki"``).
-        max_steps: steps of the Kalman iteration (of the warm start for ``"eks"``/``"aldi"``).
-        tau: discrepancy-principle factor of ``"eki-disc"``.
-        inflation: random-walk std of ``"eki"``/``"etki"`` (and of an ``"eki"`` warm start).
+        method: a recipe name (:data:`METHODS`).
+        ensemble_size: members ``J``; None: the recipe's default.
+        max_steps: steps of the recipe's ensemble stage; None: the recipe's default.
         progress: show progress bars.
-        sampler_time: algorithm time of the ``"eks"``/``"aldi"`` sampling stage.
-        warm_start: the recipe that starts ``"eks"``/``"aldi"`` (``"eki"`` or ``"eki-disc"``).
-        max_sampler_steps: cap on the sampler's steps.
+        **settings: other settings of the recipe (``inflation``, ``tau``, ``sampler_time``,
+            ``warm_start``, ...; see :data:`ekibnn.recipes.RECIPES`).
 
     Returns:
-        :class:`ekibnn.RunResult`. For ``"eks"``/``"aldi"`` its ``history`` concatenates both
-        stages (the sampler's ``time`` restarts at 0; ``d_norm`` is NaN during the warm start)
-        and ``num_steps`` counts both; ``state`` is the sampler's.
+        The :class:`ekibnn.recipes.Fit` (posterior, joined history, steps, final state).
+
+    Raises:
+        InputError: for an unknown recipe or setting, or a problem too large for it (UKI: at
+            most :data:`ekibnn.recipes.UKI_MAX_PARAMS` parameters; ALDI: ``J >= p + 2``).
     """
-    if method not in METHODS:
-        raise _method_error(method)
-    key_init, key_run = jax.random.split(key)
-    prior = problem.prior()
-    if method == "uki":
-        algo = build_algorithm(problem, method, tau, inflation)
-        key_run, key_draw = jax.random.split(key_run)
-        result = run(key_run, algo, prior.sample(key_init, 1), max_steps, progress=progress)
-        particles = _gaussian_draws(key_draw, result.state.mean, result.state.cov, ensemble_size)
-        return result._replace(particles=particles)
-    if method in SAMPLERS:
-        if warm_start not in ("eki", "eki-disc"):
-            raise input_error(
-                "warm_start", "'eki' or 'eki-disc'", repr(warm_start), "use the default 'eki'"
-            )
-        if method == "aldi":
-            _check_aldi_size(problem, ensemble_size)
-        if not sampler_time > 0:
-            raise input_error(
-                "sampler_time", "a positive algorithm time", repr(sampler_time), "e.g. 2.0"
-            )
-        key_warm, key_sample = jax.random.split(key_run)
-        warm_algo = build_algorithm(problem, warm_start, tau, inflation)
-        particles = prior.sample(key_init, ensemble_size)
-        warm = run(key_warm, warm_algo, particles, max_steps, progress=progress)
-        sampler = build_algorithm(problem, method, tau, inflation, sampler_time)
-        cap = max_sampler_steps or max(1, math.ceil(10 * sampler_time / 0.02))
-        result = run(key_sample, sampler, warm.particles, cap, progress=progress)
-        return result._replace(
-            history=_join_histories(warm.history, result.history),
-            num_steps=warm.num_steps + result.num_steps,
-        )
-    algo = build_algorithm(problem, method, tau, inflation)
-    particles = prior.sample(key_init, ensemble_size)
-    return run(key_run, algo, particles, max_steps, progress=progress)
+    recipe = recipes.get(method)
+    merged = recipe.settings(ensemble_size=ensemble_size, num_steps=max_steps, **settings)
+    recipes.check_sizes(method, problem.prior().num_params, int(merged["ensemble_size"]))
+    inverse = recipes.Problem(problem.forward_fn, problem.observation(), problem.prior())
+    return recipes.fit(
+        method,
+        inverse,
+        key,
+        ensemble_size=ensemble_size,
+        num_steps=max_steps,
+        progress=progress,
+        **settings,
+    )
 
 
 def evaluate(problem: PINNProblem, particles: PyTree, n_grid: int = 201) -> dict:

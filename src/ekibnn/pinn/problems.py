@@ -31,7 +31,7 @@ import numpy as np
 
 from ekibnn.bnn.models import MLP
 from ekibnn.errors import input_error
-from ekibnn.pinn.problem import PhysicalParam, PINNProblem, evaluate, fit, laplacian
+from ekibnn.pinn.problem import DEFAULT_METHOD, PhysicalParam, PINNProblem, evaluate, fit, laplacian
 from ekibnn.pinn.transforms import Bounded, Positive
 
 __all__ = ["PROBLEMS", "damped_oscillator", "diffusion_reaction2d", "poisson1d", "run_pinn"]
@@ -278,7 +278,7 @@ def _plot(problem: PINNProblem, particles, out_dir: Path) -> None:
 def run_pinn(
     problem_name: str,
     noise: float = 0.1,
-    method: str = "eki",
+    method: str = DEFAULT_METHOD,
     out_dir: str | Path | None = None,
     seed: int = 0,
     scale: float = 1.0,
@@ -290,7 +290,7 @@ def run_pinn(
     Args:
         problem_name: a key of :data:`PROBLEMS`.
         noise: noise std of the measurements and of the likelihood.
-        method: a recipe of :func:`ekibnn.pinn.fit` (default ``"eki"``).
+        method: a recipe of :func:`ekibnn.pinn.fit`.
         out_dir: if given, ``metrics.json``, ``solution.png`` and ``parameters.png`` go there.
         seed: seeds the data noise and the algorithm.
         scale: multiplies the ensemble size (200) and the step cap (200); e.g. 0.1 for a smoke
@@ -316,17 +316,19 @@ def run_pinn(
     ensemble_size = max(8, round(200 * scale))
     max_steps = max(5, round(200 * scale))
     start = time.perf_counter()
+    key_fit, key_draw = jax.random.split(jax.random.key(seed))
     result = fit(
         problem,
-        jax.random.key(seed),
+        key_fit,
         method=method,
         ensemble_size=ensemble_size,
         max_steps=max_steps,
         progress=progress,
     )
-    jax.block_until_ready(result.particles)
+    particles = result.samples(key_draw, ensemble_size)
+    jax.block_until_ready(particles)
     wall = time.perf_counter() - start
-    metrics = evaluate(problem, result.particles)
+    metrics = evaluate(problem, particles)
     metrics.update(
         wall_time_s=wall,
         method=method,
@@ -341,5 +343,5 @@ def run_pinn(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        _plot(problem, result.particles, out)
+        _plot(problem, particles, out)
     return metrics
