@@ -171,6 +171,9 @@ def _count(folder: Path) -> int:
     return sum(1 for _ in folder.iterdir())
 
 
+_NO_CACHE = {"enabled": False, "dir": None, "entries_before": None}
+
+
 def _start_jax(ctx: typer.Context) -> dict[str, Any]:
     """Import JAX and apply the global options (after every check); return the cache record."""
     import jax
@@ -178,14 +181,14 @@ def _start_jax(ctx: typer.Context) -> dict[str, Any]:
     if ctx.obj["x64"]:
         jax.config.update("jax_enable_x64", True)
     if ctx.obj["no_compile_cache"]:
-        return {"enabled": False, "dir": None, "entries_before": None}
+        return dict(_NO_CACHE)
     folder = _cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         entries = _count(folder)
     except OSError as err:
         _warn(f"compile cache off: {str(folder)!r}: {err.strerror} (set XDG_CACHE_HOME)")
-        return {"enabled": False, "dir": None, "entries_before": None}
+        return dict(_NO_CACHE)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size limit
