@@ -107,3 +107,66 @@ def test_load_csv_structure_errors(tmp_path):
         datasets.load_csv(_write(tmp_path, "a,y\n1,2,3\n", "r.csv"), "y")
     with pytest.raises(InputError, match="feature column"):
         datasets.load_csv(_write(tmp_path, "y\n1\n", "t.csv"), "y")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xef\xbb\xbfa,b,y\r\n1,2,3\r\n4,5,6\r\n",  # UTF-8 BOM, CRLF
+        b"a;b;y\n1;2;3\n\n4;5;6\n",  # ';' detected, a blank line
+        b"a\tb\ty\r1\t2\t3\r4\t5\t6\r",  # tab detected, CR line endings
+        b'"a","b","y"\n"1","2","3"\n4,5,6\n',  # quoted
+    ],
+)
+def test_load_csv_bom_line_endings_and_delimiters(tmp_path, raw):
+    path = tmp_path / "data.csv"
+    path.write_bytes(raw)
+    X, y, _ = datasets.load_csv(path, "y", task="regression")
+    np.testing.assert_array_equal(X, [[1, 2], [4, 5]])
+    np.testing.assert_array_equal(y, [3, 6])
+
+
+def test_load_csv_delimiter_and_encoding_options(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes("caf\xe9|y\n1|2.5\n2|3.5\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"byte 0xe9 on line 1.*--encoding latin-1"):
+        datasets.load_csv(path, "y", delimiter="|")
+    X, _, task = datasets.load_csv(path, "y", delimiter="|", encoding="latin-1")
+    assert X.tolist() == [[1.0], [2.0]] and task == "regression"
+    with pytest.raises(InputError, match="encoding"):
+        datasets.load_csv(path, "y", encoding="klingon")
+    with pytest.raises(InputError, match="one character"):
+        datasets.load_csv(path, "y", delimiter="||")
+
+
+@pytest.mark.parametrize(
+    ("text", "kwargs", "message"),
+    [
+        ("a,b,a,y\n1,2,3,4\n", {}, r"'a' twice \(columns 1 and 3\)"),
+        ("a,,y\n1,2,3\n", {}, "column 2 without a name"),
+        ("a,y\n1,2\n2,3\n3,\n", {}, r"line 4, target 'y' \(data row 3\).*missing value"),
+        ("a,y\n1,2.5\n2,NaN\n", {}, r"line 3, target 'y'.*'NaN'"),
+        ("a,y\n1,2\n2,inf\n", {"task": "classification"}, r"line 3, target 'y'.*'inf'"),
+        ("a,y\n1,2\n2,x\n", {}, r"line 3, target 'y'.*'x' among numbers"),
+        ("a,y\n1,0.5\n2,1\n", {"task": "classification"}, r"line 2.*'0.5', a continuous value"),
+        ("a,b,c,y\n1,x,z,1\n", {}, r"column 'b'.*non-numeric columns: 'b', 'c'"),
+        ("a,y\n1,5\n1,5\n", {"features": ["y"]}, "the target 'y' among them"),
+        ('a,y\n"1,2\n', {}, "line"),
+    ],
+)
+def test_load_csv_refuses_with_row_and_column(tmp_path, text, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        datasets.load_csv(_write(tmp_path, text), "y", **kwargs)
+
+
+def test_load_csv_huge_integers_are_not_labels(tmp_path):
+    _, y, task = datasets.load_csv(_write(tmp_path, "a,y\n1,1e300\n2,1e300\n"), "y")
+    assert task == "regression" and y.dtype == np.float64
+
+
+def test_jax_only_imported_for_the_sine_problem():
+    import subprocess
+    import sys
+
+    code = "import sys, ekibnn.datasets; assert 'jax' not in sys.modules, 'jax imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,5 +1,8 @@
 """ekibnn: Bayesian neural networks and B-PINNs with Ensemble Kalman Inversion, in JAX.
 
+Every public name is imported on first use (PEP 562), so ``import ekibnn`` and the command
+line's ``--help`` do not pay for JAX, scikit-learn or matplotlib.
+
 Example:
     >>> import jax, jax.numpy as jnp, ekibnn as ek
     >>> obs = ek.Observation(jnp.array([1.0, 2.0]), 0.1)
@@ -11,76 +14,80 @@ Example:
     (100, 2)
 """
 
-from ekibnn import (
-    bnn,
-    datasets,
-    ensemble,
-    linalg,
-    metrics,
-    minibatch,
-    pinn,
-    schedulers,
-    streaming,
-)
-from ekibnn.errors import InputError
-from ekibnn.estimators import EKIClassifier, EKIRegressor
-from ekibnn.inversion import (
-    ALDI,
-    EKI,
-    EKS,
-    ETKI,
-    UKI,
-    EKSInfo,
-    EnsembleInfo,
-    EnsembleKalman,
-    EnsembleState,
-    KalmanAlgorithm,
-    UKIInfo,
-    UKIState,
-    aldi,
-    eki,
-    eks,
-    etki,
-    uki,
-)
-from ekibnn.observations import Observation
-from ekibnn.priors import GaussianPrior
-from ekibnn.run import RunResult, run
+import importlib
+import sys
+import types
+from typing import Any
 
-__version__ = "0.1.0"
+from ekibnn._version import __version__ as __version__
 
-__all__ = [
-    "ALDI",
-    "EKI",
-    "EKS",
-    "ETKI",
-    "UKI",
-    "EKIClassifier",
-    "EKIRegressor",
-    "EKSInfo",
-    "EnsembleInfo",
-    "EnsembleKalman",
-    "EnsembleState",
-    "GaussianPrior",
-    "InputError",
-    "KalmanAlgorithm",
-    "Observation",
-    "RunResult",
-    "UKIInfo",
-    "UKIState",
-    "aldi",
+_SUBMODULES = (
     "bnn",
     "datasets",
-    "eki",
-    "eks",
     "ensemble",
-    "etki",
     "linalg",
     "metrics",
     "minibatch",
     "pinn",
-    "run",
+    "posterior",
+    "recipes",
     "schedulers",
     "streaming",
-    "uki",
-]
+)
+_HOMES = {  # public name -> the module that defines it
+    "ALDI": "inversion",
+    "EKI": "inversion",
+    "EKIClassifier": "estimators",
+    "EKIRegressor": "estimators",
+    "EKS": "inversion",
+    "EKSInfo": "inversion",
+    "ETKI": "inversion",
+    "EnsembleInfo": "inversion",
+    "EnsembleKalman": "inversion",
+    "EnsembleState": "inversion",
+    "GaussianPrior": "priors",
+    "InputError": "errors",
+    "KalmanAlgorithm": "inversion",
+    "Observation": "observations",
+    "RunResult": "run",
+    "UKI": "inversion",
+    "UKIInfo": "inversion",
+    "UKIState": "inversion",
+    "aldi": "inversion",
+    "eki": "inversion",
+    "eks": "inversion",
+    "etki": "inversion",
+    "run": "run",
+    "uki": "inversion",
+}
+
+__all__ = sorted([*_SUBMODULES, *_HOMES])
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or subpackage) on first access and keep it (PEP 562)."""
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f"ekibnn.{_HOMES[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"ekibnn.{name}")
+    else:
+        raise AttributeError(f"module 'ekibnn' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package's module type: a public name that is also a submodule's name (``run``) stays
+    the public object when the submodule is first imported (the import system then sets the
+    package attribute to the submodule), as it did when this file imported everything."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (name in _HOMES and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,25 +1,31 @@
 """Data sets: the tutorial sine problem, scikit-learn's bundled sets and CSV files.
 
 Everything here is local: nothing is downloaded. Arrays are returned as NumPy arrays (ready for
-scikit-learn-style estimators and for ``jnp.asarray``).
+scikit-learn-style estimators and for ``jnp.asarray``). Only the sine problem imports JAX, and
+only when called, so the command line checks a CSV file before it pays for JAX.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import itertools
 import math
 import os
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike
 
 from ekibnn.errors import input_error
 
-__all__ = ["Dataset", "load_csv", "load_sklearn", "sine_truth", "tutorial_sine"]
+if TYPE_CHECKING:
+    from jaxtyping import Array, ArrayLike
+
+__all__ = ["BUNDLED", "Dataset", "load_csv", "load_sklearn", "sine_truth", "tutorial_sine"]
 
 Task = Literal["regression", "classification"]
 
@@ -58,6 +64,9 @@ def sine_truth(x: ArrayLike) -> np.ndarray | Array:
         >>> sine_truth(np.array([0.0, 0.5])).round(6).tolist()
         [0.0, 1.0]
     """
+    import jax
+    import jax.numpy as jnp
+
     xp = jnp if isinstance(x, jax.Array) else np
     x = xp.asarray(x)
     if x.ndim == 2 and x.shape[1] == 1:
@@ -88,6 +97,9 @@ def tutorial_sine(seed: int = 0, n: int = 500, noise: float = 0.1) -> tuple[np.n
         raise input_error("tutorial_sine n", "a positive integer", repr(n), "pass e.g. n=500")
     if not noise >= 0:
         raise input_error("tutorial_sine noise", "a std >= 0", repr(noise), "pass e.g. 0.1")
+    import jax
+    import jax.numpy as jnp
+
     key_x, key_noise = jax.random.split(jax.random.key(seed))
     x = jax.random.normal(key_x, (int(n), 1), jnp.float32)
     eps = jax.random.normal(key_noise, (int(n),), jnp.float32)
@@ -101,6 +113,7 @@ _SKLEARN: dict[str, tuple[str, Task]] = {
     "digits": ("load_digits", "classification"),
     "wine": ("load_wine", "classification"),
 }
+BUNDLED = tuple(_SKLEARN)  # the names load_sklearn takes
 
 
 def load_sklearn(name: str) -> Dataset:
@@ -135,14 +148,103 @@ def load_sklearn(name: str) -> Dataset:
 
 
 _MAX_AUTO_CLASSES = 20
+_MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})  # cells read as missing
+_DELIMITERS = (",", ";", "\t")  # tried in this order when the delimiter is not given
+_SNIFF_RECORDS = 50
 
 
-def _parse_float(text: str) -> float | None:
+def _number(cell: str) -> float | None:
+    """``cell`` as a float (NaN and inf included), or None for text."""
     try:
-        value = float(text)
+        return float(cell)
     except ValueError:
         return None
-    return value
+
+
+def _shown(cell: str) -> str:
+    """How a bad cell is quoted in a message."""
+    if cell.lower() in _MISSING:
+        return f"a missing value ({cell!r})" if cell else "a missing value"
+    return repr(cell)
+
+
+def _decode(path: str, raw: bytes, encoding: str) -> str:
+    """The file's text (a UTF-8 byte-order mark dropped), or an InputError for bad bytes."""
+    try:
+        codec = codecs.lookup(encoding)
+    except LookupError:
+        raise input_error(
+            "load_csv encoding",
+            "a text encoding Python knows, such as 'utf-8', 'latin-1' or 'cp1252'",
+            repr(encoding),
+            "pass the file's encoding",
+        ) from None
+    try:
+        text = raw.decode("utf-8-sig" if codec.name == "utf-8" else encoding)
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        guess = "utf-16" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "latin-1"
+        raise input_error(
+            f"load_csv {path!r}",
+            f"text in the encoding {encoding!r}",
+            f"byte {raw[err.start]:#04x} on line {line}, which is not valid {encoding}",
+            f"pass the file's encoding (e.g. --encoding {guess} on the command line, "
+            f"encoding={guess!r} in Python) or save the file as UTF-8",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _sniff(text: str) -> str:
+    """The first of ``,`` ``;`` tab that splits the first records into equal widths > 1 (``,``
+    when none does: a one-column file, or ragged rows that the caller reports)."""
+    for delimiter in _DELIMITERS:
+        records = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            widths = {len(row) for row in itertools.islice(records, _SNIFF_RECORDS) if any(row)}
+        except csv.Error:
+            continue
+        if len(widths) == 1 and widths.pop() > 1:
+            return delimiter
+    return ","
+
+
+def _records(path: str, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """The non-blank records with the file line each starts on (1-based)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    records, line = [], 1
+    try:
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                records.append((line, [cell.strip() for cell in row]))
+            line = reader.line_num + 1
+    except csv.Error as err:
+        raise input_error(
+            f"load_csv {path!r} line {reader.line_num}",
+            "well-formed CSV",
+            str(err),
+            "fix that line (an unclosed quote runs to the end of the file)",
+        ) from None
+    return records
+
+
+def _check_header(path: str, header: list[str]) -> None:
+    first: dict[str, int] = {}
+    for column, name in enumerate(header, start=1):
+        if not name:
+            raise input_error(
+                f"load_csv {path!r} header",
+                "a name for every column",
+                f"column {column} without a name",
+                "name it, or remove a trailing delimiter",
+            )
+        if name in first:
+            raise input_error(
+                f"load_csv {path!r} header",
+                "unique column names",
+                f"{name!r} twice (columns {first[name]} and {column})",
+                "rename one of them",
+            )
+        first[name] = column
 
 
 def load_csv(
@@ -150,59 +252,88 @@ def load_csv(
     target: str,
     features: Sequence[str] | None = None,
     task: Literal["auto", "regression", "classification"] = "auto",
-    delimiter: str = ",",
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
 ) -> Dataset:
     """Read a CSV file with a header row into ``(X, y, task)``.
 
+    The file may start with a UTF-8 byte-order mark and use any line endings (LF, CRLF, CR);
+    blank lines are skipped and cells are stripped of surrounding spaces. Cells that are empty
+    or read ``NA``, ``N/A``, ``NaN``, ``null``, ``None`` or ``?`` are missing values; a missing
+    or non-finite value is refused (never imputed, never taken as a class label). Errors name
+    the file line (1-based, the header is line 1) and the data row (1-based, header and blank
+    lines not counted).
+
     Args:
-        path: the CSV file (first row: column names).
+        path: the CSV file (first row: column names, unique and non-empty).
         target: name of the target column.
         features: names of the feature columns (default: every other column).
-        task: ``"regression"``, ``"classification"`` or ``"auto"``: classification when the
-            target is non-numeric or holds at most 20 distinct integer values, else regression.
-        delimiter: field separator.
+        task: ``"regression"``, ``"classification"`` or ``"auto"``: classification when every
+            target value is text, or when the values are at most 20 distinct integers;
+            regression for other numbers; a mix of numbers and text is refused.
+        delimiter: field separator; None: the first of ``,`` ``;`` tab that splits the first
+            50 records into equal numbers (> 1) of fields, else ``,``.
+        encoding: the file's text encoding (``"utf-8"``, ``"latin-1"``, ``"cp1252"``, ...).
 
     Returns:
-        :class:`Dataset` with ``X`` float64 ``(n, d)``; ``y`` float64 for regression, the raw
-        labels (numbers or strings) for classification.
+        :class:`Dataset` with ``X`` float64 ``(n, d)``; ``y`` float64 for regression, the labels
+        (int64 for integers, else strings) for classification.
 
     Raises:
-        InputError: missing file, empty file, missing columns, ragged rows, missing or
-            non-numeric feature values, non-numeric regression targets.
+        InputError: missing file, unknown encoding or bytes that are not in it, malformed CSV,
+            empty file, missing, duplicate or unnamed columns, ragged rows, non-numeric feature
+            columns (named), missing or non-finite values (line, row and column named), a target
+            that mixes numbers and text (``task="auto"``), text targets for regression,
+            non-integer numbers for classification.
 
     Example:
         >>> import os, tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "data.csv")
         >>> with open(path, "w") as fh:
-        ...     _ = fh.write("a,b,y\\n1,2,0.5\\n3,4,1.5\\n5,6,2.5\\n")
+        ...     _ = fh.write("a;b;y\\n1;2;0.5\\n3;4;1.5\\n5;6;2.5\\n")
         >>> X, y, task = load_csv(path, target="y")
         >>> X.tolist(), y.tolist(), task
         ([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], [0.5, 1.5, 2.5], 'regression')
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
+        got = "a folder" if os.path.isdir(path) else "no such file"
         raise input_error(
             f"load_csv path {path!r}",
             "an existing CSV file",
-            "no such file",
+            got,
             "check the path (relative paths start from the current working directory)",
         )
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh, delimiter=delimiter))
-    rows = [row for row in rows if any(cell.strip() for cell in row)]
-    if not rows:
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise input_error(
+            "load_csv delimiter",
+            "one character other than a quote or a line break, e.g. ',' ';' or a tab",
+            repr(delimiter),
+            "pass the separator the file uses, or None to detect , ; or tab",
+        )
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise input_error(
+            f"load_csv {path!r}", "a readable file", err.strerror, "check its permissions"
+        ) from None
+    text = _decode(path, raw, encoding)
+    delimiter = _sniff(text) if delimiter is None else delimiter
+    records = _records(path, text, delimiter)
+    if not records:
         raise input_error(f"load_csv {path!r}", "a header row", "an empty file", "add data")
-    header = [name.strip() for name in rows[0]]
-    body = rows[1:]
+    header, body = records[0][1], records[1:]
+    _check_header(path, header)
     if not body:
         raise input_error(
             f"load_csv {path!r}", "at least one data row", "only a header", "add data rows"
         )
     if target not in header:
+        hint = f" (fields split at {delimiter!r}: pass the file's delimiter)"
         raise input_error(
             f"load_csv target {target!r}",
             f"a column of {path!r}",
-            f"columns {header}",
+            f"columns {header}" + (hint if len(header) == 1 else ""),
             "pass one of the listed column names as target",
         )
     if features is None:
@@ -210,79 +341,116 @@ def load_csv(
     else:
         features = list(features)
         missing = [name for name in features if name not in header]
-        if missing:
+        if missing or target in features:
             raise input_error(
-                f"load_csv features {missing}",
-                f"columns of {path!r}",
-                f"columns {header}",
-                "pass feature names from the listed columns",
+                f"load_csv features {features}",
+                "columns of the file other than the target",
+                f"missing {missing}" if missing else f"the target {target!r} among them",
+                f"pick feature names from the columns {header}",
             )
     if not features:
         raise input_error(
             f"load_csv {path!r}", "at least one feature column", "only the target", "add features"
         )
-    for line, row in enumerate(body, start=2):
+    for line, row in body:
         if len(row) != len(header):
             raise input_error(
                 f"load_csv {path!r} line {line}",
                 f"{len(header)} fields like the header",
                 f"{len(row)} fields",
-                f"fix the row or the delimiter (now {delimiter!r})",
+                f"fix the row (or an unclosed quote above it) or the delimiter (now {delimiter!r})",
             )
-    columns = {name: i for i, name in enumerate(header)}
-    X = np.empty((len(body), len(features)), dtype=np.float64)
-    for line, row in enumerate(body, start=2):
-        for c, name in enumerate(features):
-            cell = row[columns[name]].strip()
-            value = _parse_float(cell) if cell else None
-            if value is None or not math.isfinite(value):
-                raise input_error(
-                    f"load_csv {path!r} line {line}, column {name!r}",
-                    "a finite number",
-                    "a missing value" if not cell else repr(cell),
-                    "impute or drop missing values; encode categorical features as numbers",
-                )
-            X[line - 2, c] = value
 
-    raw = [row[columns[target]].strip() for row in body]
-    numbers = [_parse_float(cell) if cell else None for cell in raw]
-    numeric = all(v is not None and math.isfinite(v) for v in numbers)
-    if task == "auto":
-        if not numeric:
-            task = "classification"
-        else:
-            values = np.asarray(numbers, dtype=np.float64)
-            few_ints = np.all(values == np.round(values)) and np.unique(values).size <= (
-                _MAX_AUTO_CLASSES
-            )
-            task = "classification" if few_ints else "regression"
-    if task == "regression":
-        if not numeric:
-            line = next(i for i, v in enumerate(numbers) if v is None or not math.isfinite(v))
-            raise input_error(
-                f"load_csv {path!r} line {line + 2}, target {target!r}",
-                "a finite number (regression target)",
-                "a missing value" if not raw[line] else repr(raw[line]),
-                "fix the value, or pass task='classification' for labels",
-            )
-        y = np.asarray(numbers, dtype=np.float64)
-    elif task == "classification":
-        if any(not cell for cell in raw):
-            line = raw.index("")
-            raise input_error(
-                f"load_csv {path!r} line {line + 2}, target {target!r}",
-                "a class label",
-                "a missing value",
-                "drop unlabelled rows",
-            )
-        y = np.asarray(numbers, dtype=np.float64) if numeric else np.asarray(raw)
-        if numeric and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-    else:
+    def where(i: int, column: str, role: str = "column") -> str:
+        return f"load_csv {path!r} line {body[i][0]}, {role} {column!r} (data row {i + 1})"
+
+    columns = {name: i for i, name in enumerate(header)}
+    y, task = _target(where, [row[columns[target]] for _, row in body], target, task)
+    X = np.empty((len(body), len(features)), dtype=np.float64)
+    text_cells: dict[str, tuple[int, str]] = {}  # non-numeric column -> its first text cell
+    gap: tuple[int, str, str] | None = None  # the first missing or non-finite cell
+    for i, (_, row) in enumerate(body):
+        for c, name in enumerate(features):
+            cell = row[columns[name]]
+            value = _number(cell)
+            if value is not None and math.isfinite(value):
+                X[i, c] = value
+            elif value is None and cell.lower() not in _MISSING:
+                text_cells.setdefault(name, (i, cell))
+            elif gap is None:
+                gap = (i, name, cell)
+    if text_cells:
+        name, (i, cell) = next(iter(text_cells.items()))
+        comma = (
+            " (decimal commas: write 1.5, not 1,5)" if re.fullmatch(r"[-+]?\d+,\d+", cell) else ""
+        )
         raise input_error(
-            "load_csv task",
-            "'auto', 'regression' or 'classification'",
-            repr(task),
-            "pick one of them",
+            where(i, name),
+            "numeric feature columns",
+            f"text {cell!r} (non-numeric columns: {', '.join(map(repr, text_cells))})",
+            f"encode categorical features as numbers or leave those columns out{comma}",
+        )
+    if gap is not None:
+        i, name, cell = gap
+        raise input_error(
+            where(i, name),
+            "a finite number",
+            _shown(cell),
+            "impute or drop missing values and replace infinite ones",
         )
     return Dataset(X, y, task)
+
+
+def _target(
+    where: Callable[[int, str, str], str], cells: list[str], name: str, task: str
+) -> tuple[np.ndarray, Task]:
+    """The target column as ``(y, task)`` (see :func:`load_csv` for the rules)."""
+    if task not in ("auto", "regression", "classification"):
+        raise input_error(
+            "load_csv task", "'auto', 'regression' or 'classification'", repr(task), "pick one"
+        )
+    numbers = [_number(cell) for cell in cells]
+    for i, (cell, value) in enumerate(zip(cells, numbers, strict=True)):
+        if cell.lower() in _MISSING or (value is not None and not math.isfinite(value)):
+            raise input_error(
+                where(i, name, "target"),
+                "a finite number or a class label",
+                _shown(cell),
+                "drop the rows without a valid target",
+            )
+    text = [i for i, value in enumerate(numbers) if value is None]
+    if task == "auto" and text and len(text) < len(cells):
+        i = text[0]
+        raise input_error(
+            where(i, name, "target"),
+            "only numbers (regression, or integer labels) or only labels",
+            f"{cells[i]!r} among numbers",
+            "fix the value, or pass task='classification' (--task classification) to read "
+            "every value as a label",
+        )
+    if task == "regression" and text:
+        i = text[0]
+        raise input_error(
+            where(i, name, "target"),
+            "a finite number (regression target)",
+            repr(cells[i]),
+            "fix the value, or pass task='classification' for labels",
+        )
+    if text:
+        return np.asarray(cells), "classification"
+    values = np.asarray(numbers, dtype=np.float64)
+    integral = (values == np.round(values)) & (np.abs(values) <= 2**53)  # exact integers
+    if task == "auto":
+        few = integral.all() and np.unique(values).size <= _MAX_AUTO_CLASSES
+        task = "classification" if few else "regression"
+    if task == "regression":
+        return values, task
+    if not integral.all():
+        i = int(np.argmin(integral))
+        raise input_error(
+            where(i, name, "target"),
+            "class labels (text or integers) for classification",
+            f"{cells[i]!r}, a continuous value",
+            "pass task='regression' (--task regression), or let the task be guessed",
+        )
+    return values.astype(np.int64), task

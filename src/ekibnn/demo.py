@@ -12,7 +12,6 @@ Two configurations (:data:`CONFIGS`):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,8 +27,11 @@ from ekibnn.bnn.likelihoods import regression
 from ekibnn.bnn.models import MLP, ensemble_apply, num_params
 from ekibnn.bnn.predictive import predictive, predictive_interval
 from ekibnn.datasets import sine_truth, tutorial_sine
+from ekibnn.report import prepare_out_dir, write_json
 
-__all__ = ["CONFIGS", "DemoConfig", "DemoSetup", "run_demo", "setup_demo"]
+__all__ = ["CONFIGS", "OUTPUT_FILES", "DemoConfig", "DemoSetup", "run_demo", "setup_demo"]
+
+OUTPUT_FILES = ("metrics.json", "predictive.png", "misfit.png")  # what run_demo(out_dir=) writes
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,12 @@ def run_demo(
         ``epistemic_std_in`` / ``epistemic_std_out`` (mean ensemble std for |x| <= 2 and at
         2 < |x| <= 2.5), ``wall_time_s`` (fit, compilation included), ``steps_per_s``,
         ``ensemble_size``, ``n_params``, ``config``.
+
+    Raises:
+        InputError: ``out_dir`` cannot take the files (checked before the fit).
     """
+    if out_dir is not None:
+        out_dir = prepare_out_dir(out_dir, OUTPUT_FILES, what="run_demo out_dir")
     cfg, algo, particles, key_run, model, (x, y), (x_test, y_test) = setup_demo(config, seed, scale)
     start = time.perf_counter()
     result = ek.run(key_run, algo, particles, num_steps=cfg.num_steps, progress=progress)
@@ -175,7 +182,6 @@ def run_demo(
         from ekibnn import plotting
 
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         epi_lo, epi_hi = predictive_interval(grid_preds, 1e-6, 0.95, method="gaussian")
         tot_lo, tot_hi = predictive_interval(grid_preds, cfg.noise_std, 0.95)
         plotting.plot_predictive(
@@ -191,5 +197,5 @@ def run_demo(
             f"coverage {report['coverage_95']:.2f}",
         )
         plotting.plot_misfit(out / "misfit.png", result.history.misfit, title=f"'{cfg.name}'")
-        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+        write_json(out / "metrics.json", report)
     return report
