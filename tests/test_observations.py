@@ -1,3 +1,4 @@
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -48,9 +49,21 @@ def test_subset_keeps_marginal_covariance():
         (jnp.zeros(3), jnp.array([1.0, 1.0]), r"\(3,\) array"),
         (jnp.zeros(2), jnp.array([[1.0, 0.5], [0.0, 1.0]]), "symmetric"),
         (jnp.zeros(2), jnp.array([[1.0, 2.0], [2.0, 1.0]]), "positive-definite"),
+        (jnp.array([1.0, jnp.nan]), jnp.eye(2).at[0, 1].set(jnp.nan), "finite"),
+        # float32 data whose squares overflow: refused, not a silent NaN in the loop
+        (jnp.array([1e20, 1.0], jnp.float32), 1.0, "standardise the data"),
+        (jnp.array([1e17, 1.0], jnp.float32), 1e-3, r"max \|y\| / noise std = 1e\+20"),
+        (jnp.array([1e20, 1.0], jnp.float32), jnp.eye(2), "float64"),
     ],
 )
 def test_bad_observations_raise(y, noise, match):
     with pytest.raises(ek.InputError, match=match) as info:
         ek.Observation(y, noise)
     assert "expected" in str(info.value) and "fix:" in str(info.value)
+
+
+def test_large_but_safe_float32_data_is_accepted():
+    obs = ek.Observation(jnp.array([1e15, -3e14], jnp.float32), 1e14)
+    assert bool(jnp.isfinite(obs.misfit(jnp.zeros(2))))
+    with jax.enable_x64(True):  # float64 has room for 1e20
+        ek.Observation(jnp.array([1e20, 1.0]), 1.0)

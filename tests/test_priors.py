@@ -47,6 +47,50 @@ def test_bad_prior_inputs():
         ek.GaussianPrior({"a": jnp.zeros(2)}, {"b": 1.0})
 
 
+@pytest.mark.parametrize("std", [jnp.inf, jnp.nan, jnp.array([1.0, jnp.inf])])
+def test_non_finite_std_is_refused(std):
+    with pytest.raises(ek.InputError, match="positive finite values") as info:
+        ek.GaussianPrior(jnp.zeros(2), std)
+    assert "fix: pass finite stds" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
+def test_non_finite_mean_is_refused(bad):
+    with pytest.raises(
+        ek.InputError, match=r"non-finite value\(s\).*\['w'\], first at flat index 1"
+    ):
+        ek.GaussianPrior({"w": jnp.zeros(3).at[1].set(bad), "b": jnp.zeros(1)}, 1.0)
+
+
+@pytest.mark.parametrize("num", [-1, 0, 2.5, True, "5", None])
+def test_sample_size_must_be_a_positive_integer(num):
+    with pytest.raises(ek.InputError, match=r"GaussianPrior\.sample num: expected a positive"):
+        ek.GaussianPrior(jnp.zeros(2)).sample(jax.random.key(0), num)
+
+
+def test_sample_accepts_numpy_integers_and_legacy_keys():
+    prior = ek.GaussianPrior(jnp.zeros(2))
+    typed = prior.sample(jax.random.key(0), np.int64(5))
+    legacy = prior.sample(jax.random.PRNGKey(0), np.int32(5))
+    assert typed.shape == (5, 2)
+    np.testing.assert_array_equal(typed, legacy)  # the same key data, the same draws
+
+
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [
+        (0, "got the int 0"),
+        (np.int64(3), "got the int64 3"),
+        (jax.random.split(jax.random.key(0), 3), "a batch of keys of shape"),
+        (jnp.zeros(2), "dtype float32"),
+    ],
+)
+def test_sample_refuses_what_is_not_one_key(key, match):
+    with pytest.raises(ek.InputError, match=match) as info:
+        ek.GaussianPrior(jnp.zeros(2)).sample(key, 5)
+    assert "jax.random.key" in str(info.value)
+
+
 def test_flatten_member_round_trip():
     from ekibnn.ensemble import flatten_member, unflatten_member
 

@@ -52,7 +52,8 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
         checkpoint_every=5,
     )
     assert part.num_steps == 15 and path.exists()
-    # ... then resumed from it
+    # ... then resumed: the same inputs again (the checkpoint's fingerprint includes the
+    # initial particles; other particles are refused, see tests/test_checkpoint.py)
     resumed = ek.run(
         jax.random.key(3),
         algo,
@@ -107,6 +108,20 @@ def test_run_stops_when_the_scheduler_is_done():
 def test_bad_num_steps(steps):
     with pytest.raises(ek.InputError, match="num_steps"):
         ek.run(jax.random.key(0), _algo(), _x0(), num_steps=steps, progress=False)
+
+
+@pytest.mark.parametrize("key", [0, np.int64(0), jax.random.split(jax.random.key(0), 2)])
+def test_a_key_that_is_not_one_prng_key_is_refused(key):
+    with pytest.raises(ek.InputError, match="key: expected") as info:
+        ek.run(key, _algo(), _x0(), num_steps=3, progress=False)
+    assert "jax.random.key" in str(info.value)
+
+
+def test_a_legacy_prngkey_gives_the_same_run():
+    algo = _algo()
+    typed = ek.run(jax.random.key(5), algo, _x0(), num_steps=3, progress=False)
+    legacy = ek.run(jax.random.PRNGKey(5), algo, _x0(), num_steps=3, progress=False)
+    np.testing.assert_array_equal(typed.particles, legacy.particles)
 
 
 def test_x64_on_request():

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["InputError", "input_error"]
+import contextlib
+from collections.abc import Iterator
+
+import jax
+
+__all__ = ["InputError", "OutOfMemoryError", "explain_out_of_memory", "input_error"]
 
 
 class InputError(ValueError):
@@ -42,3 +47,73 @@ def input_error(what: str, expected: str, got: str, fix: str) -> InputError:
         'y: expected a finite array; got NaN at index 3; fix: drop or impute it'
     """
     return InputError(f"{what}: expected {expected}; got {got}; fix: {fix}")
+
+
+class OutOfMemoryError(InputError, MemoryError):
+    """A run that needs more device memory than there is (an :class:`InputError` and a
+    ``MemoryError``): raised by :func:`explain_out_of_memory` in place of XLA's
+    ``RESOURCE_EXHAUSTED`` error, naming the sizes that set the memory."""
+
+
+def explain_out_of_memory_error(
+    err: BaseException, *, J: int, p: int, m: int | None = None
+) -> OutOfMemoryError:
+    """Build the :class:`OutOfMemoryError` that replaces XLA's ``RESOURCE_EXHAUSTED`` error
+    ``err``: what failed, the sizes J, p, m, and the levers that lower the memory.
+
+    Args:
+        err: the original error (its first line is quoted).
+        J: ensemble size.
+        p: parameters per member.
+        m: observations (before minibatching), if known.
+
+    Returns:
+        The error (to ``raise ... from None``).
+
+    Example:
+        >>> err = RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 8000000000 bytes.")
+        >>> msg = str(explain_out_of_memory_error(err, J=1000, p=10**6, m=500))
+        >>> "(J = 1000 members, p = 1000000 parameters, m = 500 observations)" in msg
+        True
+    """
+    first = (str(err).strip().splitlines() or ["RESOURCE_EXHAUSTED"])[0][:300]
+    sizes = f"J = {J} members, p = {p} parameters" + (
+        "" if m is None else f", m = {m} observations"
+    )
+    return OutOfMemoryError(
+        f"device memory: expected a run that fits in the device's memory; got {first} "
+        f"({sizes}); fix: lower the memory of one step, O(J (m + p) + min(m, J)^2) plus the "
+        "forward pass: fewer members J, forward_batch_size= (the forward map on that many "
+        "members at a time), batch_size= (minibatches: fewer observations per step), a smaller "
+        "model (p), or ekibnn.streaming for inputs that need not live on the device; "
+        "docs/scaling.md gives the memory formula"
+    )
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(*, J: int, p: int, m: int | None = None) -> Iterator[None]:
+    """Inside this block, XLA's out-of-memory error (a ``jax.errors.JaxRuntimeError`` whose
+    message starts ``RESOURCE_EXHAUSTED``, raised when compiling or running) becomes ONE
+    :class:`OutOfMemoryError` naming J, p, m and the levers (see
+    :func:`explain_out_of_memory_error`). The original is dropped (``raise ... from None``), so
+    the traceback shows one error, not XLA's followed by "During handling of the above
+    exception". Other errors pass through unchanged.
+
+    Args:
+        J: ensemble size.
+        p: parameters per member.
+        m: observations (before minibatching), if known.
+
+    Raises:
+        OutOfMemoryError: in place of a ``RESOURCE_EXHAUSTED`` error.
+
+    Example:
+        >>> with explain_out_of_memory(J=4, p=3, m=2):
+        ...     pass
+    """
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        raise explain_out_of_memory_error(err, J=J, p=p, m=m) from None

@@ -23,11 +23,34 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+def _check_magnitude(y: np.ndarray, whitened: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse data whose squares would overflow ``dtype``: the misfit sums ``m`` squared
+    whitened residuals and the ensemble covariances hold squared outputs, so with
+    ``|y| * sqrt(m)`` or ``|Gamma^{-1/2} y| * sqrt(m)`` above ``sqrt(max)`` (float32:
+    1.8e19) they become inf and then NaN, silently, inside the compiled loop. A factor 10 of
+    headroom (100 in the squares) covers residuals somewhat larger than the data."""
+    m = y.shape[0]
+    limit = float(np.sqrt(float(jnp.finfo(dtype).max) / m) / 10)
+    raw, white = float(np.max(np.abs(y))), float(np.max(np.abs(whitened)))
+    if raw > limit or white > limit:
+        raise input_error(
+            "Observation y",
+            f"values whose squares fit in {jnp.dtype(dtype).name}: |y| and |y| / noise std at "
+            f"most {limit:.2g} for m = {m}",
+            f"max |y| = {raw:.3g}, max |y| / noise std = {white:.3g}",
+            "standardise the data (y -> (y - mean) / scale, and the noise std / scale alike, "
+            "then undo it on predictions), or work in float64 "
+            "(jax.config.update('jax_enable_x64', True) before building the data)",
+        )
+
+
 class Observation(eqx.Module):
     """Observed data ``y`` (m,) with additive Gaussian noise ``N(0, Gamma)``.
 
     Args:
-        y: observed vector, shape ``(m,)``; must be finite.
+        y: observed vector, shape ``(m,)``; must be finite, and small enough that its squares
+            (also whitened, ``y / std``) do not overflow its dtype (float32: about
+            ``1.8e18 / sqrt(m)``); standardise large-valued data.
         noise: noise level: a positive scalar **std** (``Gamma = noise**2 I``), an ``(m,)`` array
             of positive stds (diagonal ``Gamma``), or an ``(m, m)`` symmetric positive-definite
             **covariance**.
@@ -87,12 +110,18 @@ class Observation(eqx.Module):
                     )
             self.std = std
             self.chol = None
+            if _is_concrete(y) and _is_concrete(std):
+                values = np.asarray(y, np.float64)
+                _check_magnitude(values, values / np.asarray(std, np.float64), y.dtype)
         elif noise.shape == (m, m):
             if _is_concrete(noise):
                 c = np.asarray(noise, dtype=np.float64)
                 if not np.all(np.isfinite(c)):
                     raise input_error(
-                        "Observation noise covariance", "finite entries", "non-finite", "fix it"
+                        "Observation noise covariance",
+                        "finite entries",
+                        "NaN or inf entries",
+                        "compute the covariance from finite data (or pass stds for diagonal noise)",
                     )
                 asym = np.max(np.abs(c - c.T)) / max(np.max(np.abs(c)), 1e-300)
                 if asym > 1e-6:
@@ -110,6 +139,10 @@ class Observation(eqx.Module):
                         f"smallest eigenvalue {eig_min:.3e}",
                         "add a small nugget to the diagonal or pass stds for diagonal noise",
                     )
+                if _is_concrete(y):
+                    values = np.asarray(y, np.float64)
+                    whitened = np.linalg.solve(np.linalg.cholesky(c), values)
+                    _check_magnitude(values, whitened, y.dtype)
             self.std = None
             self.chol = jnp.linalg.cholesky(noise)
         else:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from ekibnn._checks import check_key, positive_int
 from ekibnn.ensemble import ensemble_size, flatten_member
 from ekibnn.errors import input_error
 
@@ -19,9 +20,14 @@ class GaussianPrior(eqx.Module):
 
     Args:
         mean: one member's parameters (any pytree; Equinox modules welcome). Its inexact-array
-            leaves are the parameters; other leaves are static and copied into every sample.
-        std: a positive scalar, or a pytree shaped like ``mean``'s parameters whose leaves
+            leaves are the parameters (finite values); other leaves are static and copied into
+            every sample.
+        std: a positive finite scalar, or a pytree shaped like ``mean``'s parameters whose leaves
             broadcast against them (e.g. one scalar per layer).
+
+    Raises:
+        InputError: for a mean without float leaves or with NaN/inf entries, or a std that is
+            not positive and finite or does not match the mean's structure.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -42,6 +48,19 @@ class GaussianPrior(eqx.Module):
                 f"{type(mean).__name__} without float leaves",
                 "pass float arrays (e.g. jnp.zeros(p)) or an Equinox module",
             )
+        for path, leaf in jax.tree_util.tree_flatten_with_path(dynamic)[0]:
+            if isinstance(leaf, jax.core.Tracer):
+                continue
+            bad = np.flatnonzero(~np.isfinite(np.asarray(leaf)))
+            if bad.size:
+                raise input_error(
+                    "GaussianPrior mean",
+                    "finite values",
+                    f"{bad.size} non-finite value(s) (NaN or inf) in leaf "
+                    f"{jax.tree_util.keystr(path) or '<root>'}, first at flat index {int(bad[0])}",
+                    "pass a finite prior mean (e.g. jnp.zeros_like(params)); check the model "
+                    "initialisation it was built from",
+                )
         if isinstance(std, int | float | np.floating) or (hasattr(std, "ndim") and std.ndim == 0):
             std_tree = jax.tree_util.tree_map(lambda m: jnp.full_like(m, std), dynamic)
         else:
@@ -60,7 +79,18 @@ class GaussianPrior(eqx.Module):
                     "use GaussianPrior.like(params, std=...) or one scalar",
                 ) from None
         for leaf in jax.tree_util.tree_leaves(std_tree):
-            if not isinstance(leaf, jax.core.Tracer) and not bool(jnp.all(leaf > 0)):
+            if isinstance(leaf, jax.core.Tracer):
+                continue
+            values = np.asarray(leaf)
+            if not np.all(np.isfinite(values)):
+                raise input_error(
+                    "GaussianPrior std",
+                    "positive finite values",
+                    "a non-finite value (inf or NaN)",
+                    "pass finite stds > 0; for a weakly informative prior use a large finite "
+                    "std on the scale of the parameter (e.g. 10 or 100), not inf",
+                )
+            if not np.all(values > 0):
                 raise input_error(
                     "GaussianPrior std", "positive values", "a value <= 0", "pass stds > 0"
                 )
@@ -109,12 +139,16 @@ class GaussianPrior(eqx.Module):
         axis of size ``num`` (every leaf gets its own key).
 
         Args:
-            key: PRNG key.
-            num: ensemble size J.
+            key: PRNG key (``jax.random.key(seed)``, or a legacy ``jax.random.PRNGKey``).
+            num: ensemble size J, a positive integer (NumPy integers are fine).
 
         Returns:
             The ensemble: the prior mean's pytree with every parameter leaf of shape
             ``(J, *shape)``.
+
+        Raises:
+            InputError: if ``key`` is not a PRNG key (e.g. an integer seed) or ``num`` is not a
+                positive integer.
 
         Example:
             >>> import jax, jax.numpy as jnp
@@ -127,6 +161,10 @@ class GaussianPrior(eqx.Module):
             >>> bool(jnp.allclose(ens.std(0), jnp.array([1.0, 0.1]), rtol=0.05))
             True
         """
+        check_key(key, "GaussianPrior.sample key")
+        num = positive_int(
+            num, "GaussianPrior.sample num", "pass the ensemble size J, e.g. prior.sample(key, 100)"
+        )
         dynamic, static = eqx.partition(self.mean, eqx.is_inexact_array)
         leaves, treedef = jax.tree_util.tree_flatten(dynamic)
         stds = jax.tree_util.tree_leaves(self.std)

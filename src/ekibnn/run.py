@@ -23,13 +23,15 @@ from jaxtyping import PRNGKeyArray, PyTree
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+from ekibnn import checkpoint as ckpt
+from ekibnn._checks import check_key, positive_int
+from ekibnn._walk import first_instance
 from ekibnn.ensemble import ensemble_size
-from ekibnn.errors import input_error
+from ekibnn.errors import explain_out_of_memory, input_error
 from ekibnn.inversion.kernel import KalmanAlgorithm
+from ekibnn.observations import Observation
 
 __all__ = ["RunResult", "run", "shard_ensemble"]
-
-_CHECKPOINT_VERSION = 1
 
 
 class RunResult(NamedTuple):
@@ -108,12 +110,6 @@ def shard_ensemble(tree: Any, mesh: jax.sharding.Mesh, num_members: int) -> Any:
     return jax.tree_util.tree_map(place, tree)
 
 
-def _key_data(key: PRNGKeyArray) -> np.ndarray:
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return np.asarray(jax.random.key_data(key))
-    return np.asarray(key)
-
-
 @eqx.filter_jit
 def _run_chunk(algo: KalmanAlgorithm, chunk_len: int, key, state, start, limit):
     """At most ``limit`` (<= chunk_len) steps inside one ``while_loop``, stopping early on
@@ -148,72 +144,30 @@ def _host_array(leaf: jax.Array) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
 
 
-def _save_checkpoint(path: Path, key: PRNGKeyArray, state: Any, history: list, steps: int):
-    leaves = jax.tree_util.tree_leaves(eqx.filter(state, eqx.is_array))
+def _sizes(algo: Any, particles: PyTree) -> dict[str, int | None]:
+    """J, p and m (the first :class:`~ekibnn.Observation` the algorithm holds), for the
+    out-of-memory message."""
+    members = ensemble_size(particles)
+    leaves = jax.tree_util.tree_leaves(eqx.filter(particles, eqx.is_inexact_array))
+    obs = first_instance(algo, Observation)
+    return {
+        "J": members,
+        "p": sum(x.size for x in leaves) // members,
+        "m": None if obs is None else obs.size,
+    }
+
+
+def _save_checkpoint(path: Path, fingerprint: dict, state: Any, history: list, steps: int):
     # In a multi-process run each process holds only its shards: gather them (a collective,
     # so every process takes part) and let process 0 write the file.
-    arrays = {f"state_{i}": _host_array(leaf) for i, leaf in enumerate(leaves)}
+    leaves = [_host_array(leaf) for leaf in ckpt.state_leaves(state)]
     if jax.process_index() != 0:
         return
-    if history:
-        fields = history[0]._fields
-        for name in fields:
-            arrays[f"history_{name}"] = np.concatenate([getattr(h, name) for h in history])
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            version=_CHECKPOINT_VERSION,
-            steps=steps,
-            key=_key_data(key),
-            num_leaves=len(leaves),
-            **arrays,
-        )
-    os.replace(tmp, path)  # atomic: an interruption never leaves a half-written checkpoint
-
-
-def _load_checkpoint(path: Path, key: PRNGKeyArray, template: Any, info_template: Any):
-    with np.load(path) as data:
-        template_leaves = jax.tree_util.tree_leaves(eqx.filter(template, eqx.is_array))
-        if int(data["version"]) != _CHECKPOINT_VERSION or int(data["num_leaves"]) != len(
-            template_leaves
-        ):
-            raise input_error(
-                f"checkpoint {path}",
-                "a checkpoint written by this algorithm and ensemble",
-                "a different state layout",
-                "delete the file or pass another checkpoint_path",
-            )
-        if not np.array_equal(data["key"], _key_data(key)):
-            raise input_error(
-                f"checkpoint {path}",
-                "the same key as the run that wrote it",
-                "a different key",
-                "resume with the original key, or delete the checkpoint to start afresh",
-            )
-        leaves = []
-        for i, ref in enumerate(template_leaves):
-            arr = data[f"state_{i}"]
-            if arr.shape != ref.shape or arr.dtype != ref.dtype:
-                raise input_error(
-                    f"checkpoint {path}",
-                    f"state leaf {i} of shape {ref.shape} and dtype {ref.dtype}",
-                    f"shape {arr.shape}, dtype {arr.dtype}",
-                    "resume with the same ensemble size, model and precision",
-                )
-            leaves.append(jnp.asarray(arr))
-        dynamic, static = eqx.partition(template, eqx.is_array)
-        treedef = jax.tree_util.tree_structure(dynamic)
-        state = eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)
-        steps = int(data["steps"])
-        history = []
-        if steps:
-            history.append(
-                type(info_template)(
-                    *(np.asarray(data[f"history_{name}"]) for name in info_template._fields)
-                )
-            )
-    return state, history, steps
+    merged = {
+        name: np.concatenate([getattr(h, name) for h in history])
+        for name in (history[0]._fields if history else ())
+    }
+    ckpt.save(path, fingerprint, leaves, merged, steps)
 
 
 def run(
@@ -233,13 +187,21 @@ def run(
     Args:
         key: a JAX PRNG key; step ``n`` uses ``fold_in(key, n)``.
         algo: an ``init``/``step`` pair, e.g. from :func:`ekibnn.eki`.
-        particles: the initial ensemble (leading axis J on every parameter leaf).
+        particles: the initial ensemble (leading axis J on every parameter leaf). When resuming
+            from a checkpoint, pass the same initial ensemble again: it is part of the run's
+            fingerprint.
         num_steps: the maximum number of steps; fewer are taken when the algorithm stops itself
             (e.g. the data-misfit scheduler reaching T = 1).
         progress: show a progress bar (updated at chunk boundaries, from the host).
-        checkpoint_path: if given, the state and history are saved there (atomically) every
-            ``checkpoint_every`` steps and at the end; if the file exists, the run resumes from
-            it and the result is bit-identical to an uninterrupted run.
+        checkpoint_path: if given, the state and history are saved there (atomically and
+            durably, see :mod:`ekibnn.checkpoint`) every ``checkpoint_every`` steps and at the
+            end; if the file exists, the run resumes from it and the result is bit-identical to
+            an uninterrupted run. The file records a fingerprint of the run (algorithm and its
+            settings, observations, noise, prior, initial particles, key, state layout, ekibnn
+            version): a checkpoint of another run is refused, saying what differs. A checkpoint
+            holding fewer steps than ``num_steps`` continues to ``num_steps``; one holding more
+            is refused (its state at ``num_steps`` is not in the file). The path is checked
+            before the first step (a file in an existing, writable folder).
         checkpoint_every: steps between checkpoints (default: ``max(1, num_steps // 10)``).
         chunk_size: steps per compiled chunk (default: ``checkpoint_every`` if checkpointing,
             else about 1/20 of the run when ``progress`` else the whole run). The compiled
@@ -261,8 +223,12 @@ def run(
         :class:`RunResult` with the final particles, final state and per-step history.
 
     Raises:
-        InputError: for a non-positive ``num_steps`` or ``checkpoint_every``, or a checkpoint
-            written by a different algorithm, ensemble or key.
+        InputError: for a key that is not a PRNG key (e.g. an integer seed), a non-positive or
+            non-integer ``num_steps``, ``checkpoint_every`` or ``chunk_size`` (NumPy integers
+            are fine), an unusable ``checkpoint_path``, a damaged checkpoint, one written by
+            another run, or one holding more than ``num_steps`` steps.
+        OutOfMemoryError: (an ``InputError`` and a ``MemoryError``) when XLA runs out of device
+            memory, naming J, p, m and what lowers the memory.
 
     Example:
         Stochastic EKI on a linear-Gaussian problem, tempered to T = 1 by the default
@@ -285,17 +251,31 @@ def run(
         >>> bool(jnp.all(again.particles == res.particles))
         True
     """
-    if not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise input_error("num_steps", "a positive integer", repr(num_steps), "pass e.g. 500")
-    num_steps = int(num_steps)
+    check_key(key)
+    num_steps = positive_int(num_steps, "num_steps", "pass e.g. num_steps=500")
+    if checkpoint_every is not None:
+        checkpoint_every = positive_int(
+            checkpoint_every,
+            "checkpoint_every",
+            "pass the steps between checkpoints, e.g. checkpoint_every=10, or None (the "
+            "default: every num_steps // 10 steps when checkpoint_path is given)",
+        )
+    if chunk_size is not None:
+        chunk_size = positive_int(
+            chunk_size,
+            "chunk_size",
+            "pass the steps per compiled chunk, e.g. chunk_size=50, or None (the default: "
+            "checkpoint_every, else about 1/20 of the run)",
+        )
+    path = ckpt.check_path(checkpoint_path) if checkpoint_path is not None else None
     state = algo.init(particles)
     info_template = eqx.filter_eval_shape(algo.step, key, state)[1]
-
-    path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if path is not None and checkpoint_every is None:
-        checkpoint_every = max(1, num_steps // 10)
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise input_error("checkpoint_every", "a positive integer", repr(checkpoint_every), "")
+    if path is not None:
+        fingerprint = ckpt.fingerprint(
+            algo, particles, key, state, info_template, to_host=_host_array
+        )
+        if checkpoint_every is None:
+            checkpoint_every = max(1, num_steps // 10)
     if chunk_size is None:  # a given chunk size is kept (it fixes the compiled loop's shape)
         if checkpoint_every is not None:
             chunk_size = checkpoint_every
@@ -304,12 +284,14 @@ def run(
         else:
             chunk_size = num_steps
         chunk_size = min(chunk_size, num_steps)
-    chunk_size = max(1, int(chunk_size))
 
     history: list = []
     steps = 0
     if path is not None and path.exists():
-        state, history, steps = _load_checkpoint(path, key, state, info_template)
+        loaded = ckpt.load(path, fingerprint, state, max_steps=num_steps)
+        state, steps = loaded.state, loaded.steps
+        if steps:
+            history.append(type(info_template)(*(loaded.history[f] for f in info_template._fields)))
     if mesh is not None:
         state = shard_ensemble(state, mesh, ensemble_size(particles))
 
@@ -317,26 +299,27 @@ def run(
     last_saved = steps
     limits = threadpool_limits(blas_threads, user_api="blas") if blas_threads else None
     try:
-        while steps < num_steps and not bool(state.done):
-            limit = min(chunk_size, num_steps - steps)
-            state, infos, taken = _run_chunk(
-                algo, chunk_size, key, state, jnp.int32(steps), jnp.int32(limit)
-            )
-            taken = int(taken)
-            history.append(jax.tree_util.tree_map(lambda b, n=taken: np.asarray(b[:n]), infos))
-            steps += taken
-            bar.update(taken)
-            if history and progress:
-                bar.set_postfix(misfit=f"{float(history[-1].misfit[-1]):.3g}", refresh=False)
-            if path is not None and (steps - last_saved >= checkpoint_every or state.done):
-                _save_checkpoint(path, key, state, history, steps)
-                last_saved = steps
+        with explain_out_of_memory(**_sizes(algo, particles)):
+            while steps < num_steps and not bool(state.done):
+                limit = min(chunk_size, num_steps - steps)
+                state, infos, taken = _run_chunk(
+                    algo, chunk_size, key, state, jnp.int32(steps), jnp.int32(limit)
+                )
+                taken = int(taken)
+                history.append(jax.tree_util.tree_map(lambda b, n=taken: np.asarray(b[:n]), infos))
+                steps += taken
+                bar.update(taken)
+                if history and progress:
+                    bar.set_postfix(misfit=f"{float(history[-1].misfit[-1]):.3g}", refresh=False)
+                if path is not None and (steps - last_saved >= checkpoint_every or state.done):
+                    _save_checkpoint(path, fingerprint, state, history, steps)
+                    last_saved = steps
     finally:
         bar.close()
         if limits is not None:
             limits.restore_original_limits()
     if path is not None and last_saved != steps:
-        _save_checkpoint(path, key, state, history, steps)
+        _save_checkpoint(path, fingerprint, state, history, steps)
 
     if history:
         merged = type(info_template)(
