@@ -219,6 +219,7 @@ def test_names_spelled_out_match_their_source():
     assert cli.DEMO_CONFIGS == tuple(sorted(demo.CONFIGS))
     assert cli.DEMO_FILES == demo.OUTPUT_FILES
     assert sorted(cli.PINN_PROBLEMS) == sorted(pinn.PROBLEMS)
+    assert cli.PINN_FILES == pinn.problems.OUTPUT_FILES
 
 
 def _csv(tmp_path: Path, rows: int = 40, name: str = "data.csv") -> Path:

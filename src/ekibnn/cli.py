@@ -49,7 +49,7 @@ PINN_PROBLEMS = ("poisson1d", "diffusion_reaction2d", "damped_oscillator")  # = 
 SAMPLER_METHODS = tuple(name for name, r in recipes.RECIPES.items() if len(r.stages) > 1)
 
 DEMO_FILES = ("metrics.json", "predictive.png", "misfit.png")  # = ekibnn.demo.OUTPUT_FILES
-PINN_FILES = ("metrics.json", "solution.png", "parameters.png")
+PINN_FILES = ("metrics.json", "solution.png", "parameters.png")  # = pinn.problems.OUTPUT_FILES
 FEW_ROWS = 10  # fewer training or held-out rows than this: a warning
 
 EXIT_CODES = (

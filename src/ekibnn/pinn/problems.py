@@ -21,7 +21,6 @@ std of all three groups), a ``seed`` for the measurement noise and sensor placem
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from ekibnn.bnn.models import MLP
 from ekibnn.errors import input_error
 from ekibnn.pinn.problem import DEFAULT_METHOD, PhysicalParam, PINNProblem, evaluate, fit, laplacian
 from ekibnn.pinn.transforms import Bounded, Positive
+from ekibnn.report import prepare_out_dir, write_json
 
 __all__ = ["PROBLEMS", "damped_oscillator", "diffusion_reaction2d", "poisson1d", "run_pinn"]
 
@@ -219,6 +219,9 @@ def damped_oscillator(
     )
 
 
+#: The files :func:`run_pinn` writes into its ``out_dir``.
+OUTPUT_FILES = ("metrics.json", "solution.png", "parameters.png")
+
 PROBLEMS = {
     "poisson1d": poisson1d,
     "diffusion_reaction2d": diffusion_reaction2d,
@@ -312,6 +315,9 @@ def run_pinn(
         )
     if not scale > 0:
         raise input_error("scale", "a positive number", repr(scale), "pass e.g. 1.0 or 0.1")
+    out = None
+    if out_dir is not None:  # checked before the fit, so no work is lost to a bad path
+        out = prepare_out_dir(out_dir, OUTPUT_FILES, what="run_pinn out_dir")
     problem = PROBLEMS[problem_name](noise=noise, seed=seed, **(problem_kwargs or {}))
     ensemble_size = max(8, round(200 * scale))
     max_steps = max(5, round(200 * scale))
@@ -339,9 +345,7 @@ def run_pinn(
         problem=problem_name,
         noise=float(noise),
     )
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if out is not None:
+        write_json(out / "metrics.json", metrics)
         _plot(problem, particles, out)
     return metrics
