@@ -95,6 +95,12 @@ class _Group(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+# Options shared by several commands.
+Scale = Annotated[
+    float, typer.Option(help="Shrink ensemble and steps by this factor (smoke tests).")
+]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
 app = typer.Typer(
     name="ekibnn",
     cls=_Group,
@@ -257,10 +263,8 @@ def demo(
         "out/demo"
     ),
     seed: Annotated[int, typer.Option(help="Random seed (data, prior and run).")] = 0,
-    scale: Annotated[
-        float, typer.Option(help="Shrink ensemble and steps by this factor (smoke tests).")
-    ] = 1.0,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    scale: Scale = 1.0,
+    progress: Progress = True,
 ) -> None:
     """Run the tutorial problem end to end: fit, metrics, predictive.png and misfit.png."""
     _require(
@@ -402,7 +406,7 @@ def fit(
             "default 10."
         ),
     ] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Progress = True,
 ) -> None:
     """Fit an EKI BNN to a bundled scikit-learn data set or a CSV file; write metrics and plots."""
     _require(
@@ -592,10 +596,8 @@ def pinn(
     ] = "eki",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/pinn"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    scale: Annotated[
-        float, typer.Option(help="Shrink ensemble and steps by this factor (smoke tests).")
-    ] = 1.0,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    scale: Scale = 1.0,
+    progress: Progress = True,
 ) -> None:
     _require(
         problem in PINN_PROBLEMS,

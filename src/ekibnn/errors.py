@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import jax
-
 __all__ = ["InputError", "OutOfMemoryError", "explain_out_of_memory", "input_error"]
 
 
@@ -111,6 +109,8 @@ def explain_out_of_memory(*, J: int, p: int, m: int | None = None) -> Iterator[N
         >>> with explain_out_of_memory(J=4, p=3, m=2):
         ...     pass
     """
+    import jax  # here, not at the top: the CLI imports this module without JAX
+
     try:
         yield
     except jax.errors.JaxRuntimeError as err:

@@ -22,6 +22,7 @@ compiled program.
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
@@ -88,6 +89,14 @@ def _is_int(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _store_params(estimator: BaseEstimator, arguments: dict[str, Any]) -> None:
+    """Store every ``__init__`` argument unmodified under its own name (the scikit-learn
+    convention ``get_params`` / ``set_params`` / ``clone`` rely on)."""
+    for name in inspect.signature(type(estimator).__init__).parameters:
+        if name != "self":
+            setattr(estimator, name, arguments[name])
 
 
 def _bad(name: str, expected: str, value: Any, fix: str) -> InputError:
@@ -284,22 +293,7 @@ class EKIRegressor(RegressorMixin, _EKIBase):
         random_state: int | np.random.RandomState | None = 0,
         progress: bool = False,
     ):
-        self.hidden = hidden
-        self.activation = activation
-        self.parameterization = parameterization
-        self.ensemble_size = ensemble_size
-        self.num_steps = num_steps
-        self.batch_size = batch_size
-        self.noise = noise
-        self.prior_std = prior_std
-        self.inflation = inflation
-        self.dt = dt
-        self.validation_fraction = validation_fraction
-        self.method = method
-        self.sampler_time = sampler_time
-        self.standardize = standardize
-        self.random_state = random_state
-        self.progress = progress
+        _store_params(self, locals())
 
     def fit(self, X, y) -> EKIRegressor:
         """Fit to ``X`` ``(n, d)`` and ``y`` ``(n,)``; returns ``self``."""
@@ -424,21 +418,7 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
         random_state: int | np.random.RandomState | None = 0,
         progress: bool = False,
     ):
-        self.hidden = hidden
-        self.activation = activation
-        self.parameterization = parameterization
-        self.ensemble_size = ensemble_size
-        self.num_steps = num_steps
-        self.batch_size = batch_size
-        self.pseudo_noise = pseudo_noise
-        self.prior_std = prior_std
-        self.inflation = inflation
-        self.dt = dt
-        self.method = method
-        self.sampler_time = sampler_time
-        self.standardize = standardize
-        self.random_state = random_state
-        self.progress = progress
+        _store_params(self, locals())
 
     def fit(self, X, y) -> EKIClassifier:
         """Fit to ``X`` ``(n, d)`` and class labels ``y`` ``(n,)``; returns ``self``."""

@@ -38,7 +38,6 @@ from ekibnn.inversion.kernel import (
     Space,
     augment_with_prior,
     check_choice,
-    check_prior,
     ensemble_options,
 )
 from ekibnn.linalg import kalman_increment
@@ -140,17 +139,16 @@ def eki(
     options = ensemble_options(
         obs,
         prior,
-        scheduler,
-        minibatch,
-        inflation,
-        multiplicative_inflation,
-        indexed_forward,
-        forward_batch_size,
-        update_precision,
+        scheduler=scheduler,
+        minibatch=minibatch,
+        inflation=inflation,
+        multiplicative_inflation=multiplicative_inflation,
+        indexed_forward=indexed_forward,
+        forward_batch_size=forward_batch_size,
+        update_precision=update_precision,
         default_scheduler=_schedulers.data_misfit(),
+        impose_prior=impose_prior,
     )
-    if impose_prior:
-        check_prior(prior, required="impose_prior=True observes the parameters against it")
     check_choice("space", space, ("auto", "data", "ensemble"), "leave it at 'auto'")
     return EKI(
         forward_fn=forward_fn,

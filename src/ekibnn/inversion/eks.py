@@ -280,13 +280,13 @@ def _sampler(
     options = ensemble_options(
         obs,
         prior,
-        scheduler,
-        None,
-        0.0,
-        0.0,
-        indexed_forward,
-        forward_batch_size,
-        update_precision,
+        scheduler=scheduler,
+        minibatch=None,
+        inflation=0.0,
+        multiplicative_inflation=0.0,
+        indexed_forward=indexed_forward,
+        forward_batch_size=forward_batch_size,
+        update_precision=update_precision,
         default_scheduler=_schedulers.eks_stable(),
     )
     check_choice("space", space, ("auto", "parameter", "ensemble"), "leave it at 'auto'")

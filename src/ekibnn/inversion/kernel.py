@@ -487,6 +487,7 @@ class EnsembleKalman(Algorithm):
 def ensemble_options(
     obs: Any,
     prior: Any,
+    *,
     scheduler: Any,
     minibatch: Any,
     inflation: Any,
@@ -495,12 +496,16 @@ def ensemble_options(
     forward_batch_size: Any,
     update_precision: Any,
     default_scheduler: _schedulers.Scheduler,
+    impose_prior: bool = False,
 ) -> dict[str, Any]:
     """Validate the options every :class:`EnsembleKalman` takes (clear
     :class:`ekibnn.InputError` on bad input) and return them as constructor keywords; a
-    minibatcher with epochs gets its scheduler wrapped in :class:`ekibnn.schedulers.Hold`."""
+    minibatcher with epochs gets its scheduler wrapped in :class:`ekibnn.schedulers.Hold`;
+    ``impose_prior`` needs a prior."""
     check_observation(obs)
     check_prior(prior)
+    if impose_prior:
+        check_prior(prior, required="impose_prior=True observes the parameters against it")
     scheduler = default_scheduler if scheduler is None else scheduler
     if not isinstance(scheduler, _schedulers.Scheduler):
         raise input_error(
