@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,17 @@ from ekibnn.ensemble import ensemble_size, flatten_member
 from ekibnn.errors import input_error
 
 __all__ = ["GaussianPrior"]
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _draw(key: PRNGKeyArray, means: list, stds: list, num: int) -> list:
+    """``means[i] + stds[i] * N(0, I)`` with a leading axis ``num``, one key per leaf (one
+    compiled program per prior layout, not one per operation)."""
+    keys = jax.random.split(key, len(means))
+    return [
+        m + s * jax.random.normal(k, (num, *m.shape), m.dtype)
+        for m, s, k in zip(means, stds, keys, strict=True)
+    ]
 
 
 class GaussianPrior(eqx.Module):
@@ -167,12 +180,7 @@ class GaussianPrior(eqx.Module):
         )
         dynamic, static = eqx.partition(self.mean, eqx.is_inexact_array)
         leaves, treedef = jax.tree_util.tree_flatten(dynamic)
-        stds = jax.tree_util.tree_leaves(self.std)
-        keys = jax.random.split(key, len(leaves))
-        drawn = [
-            m + s * jax.random.normal(k, (num, *m.shape), m.dtype)
-            for m, s, k in zip(leaves, stds, keys, strict=True)
-        ]
+        drawn = _draw(key, leaves, jax.tree_util.tree_leaves(self.std), num)
         return eqx.combine(jax.tree_util.tree_unflatten(treedef, drawn), static)
 
     def flat_mean(self) -> Float[Array, " p"]:

@@ -306,7 +306,7 @@ def run(
                     algo, chunk_size, key, state, jnp.int32(steps), jnp.int32(limit)
                 )
                 taken = int(taken)
-                history.append(jax.tree_util.tree_map(lambda b, n=taken: np.asarray(b[:n]), infos))
+                history.append(jax.tree_util.tree_map(lambda b, n=taken: np.asarray(b)[:n], infos))
                 steps += taken
                 bar.update(taken)
                 if history and progress:

@@ -6,6 +6,7 @@ array leaf carries a leading axis of size J (what :meth:`ekibnn.GaussianPrior.sa
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -31,6 +32,18 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "sin": jnp.sin,
 }
 _PARAMETERIZATIONS = ("standard", "ntk")
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _normal_leaves(key: PRNGKeyArray, sizes: tuple[int, ...], dtype: jnp.dtype) -> list:
+    """N(0, 1) weights ``(fan_in, fan_out)`` and biases ``(fan_out,)`` of every layer,
+    interleaved, each with its own key (one compiled program per architecture)."""
+    keys = jax.random.split(key, 2 * (len(sizes) - 1))
+    out = []
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
+        out.append(jax.random.normal(keys[2 * i], (fan_in, fan_out), dtype))
+        out.append(jax.random.normal(keys[2 * i + 1], (fan_out,), dtype))
+    return out
 
 
 class MLP(eqx.Module):
@@ -125,15 +138,8 @@ class MLP(eqx.Module):
                     repr(compute_dtype),
                     "pass compute_dtype=jnp.bfloat16 for a bf16 forward pass",
                 )
-        keys = jax.random.split(key, 2 * (len(sizes) - 1))  # one key per leaf
-        self.weights = tuple(
-            jax.random.normal(keys[2 * i], (fan_in, fan_out), dtype)
-            for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes))
-        )
-        self.biases = tuple(
-            jax.random.normal(keys[2 * i + 1], (fan_out,), dtype)
-            for i, fan_out in enumerate(sizes[1:])
-        )
+        leaves = _normal_leaves(key, sizes, jnp.dtype(dtype))  # one key per leaf
+        self.weights, self.biases = tuple(leaves[0::2]), tuple(leaves[1::2])
         self.activation = activation
         self.parameterization = parameterization
         self.compute_dtype = compute_dtype

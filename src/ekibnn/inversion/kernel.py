@@ -279,6 +279,12 @@ def check_precision(value: Any) -> None:
         )
 
 
+@jax.jit
+def _collapsed(x: Array) -> Array:
+    """Whether every row of ``x`` equals the first (one compiled program)."""
+    return jnp.all(x == x[:1])
+
+
 def check_particles(particles: PyTree, prior: GaussianPrior | None, minimum: int = 2) -> int:
     """The ensemble size J after checking the structure (against the prior when given), that
     there are at least ``minimum`` members, and that they are not all identical."""
@@ -288,7 +294,7 @@ def check_particles(particles: PyTree, prior: GaussianPrior | None, minimum: int
             "particles", f"an ensemble of J >= {minimum} members", f"J = {j}", "sample more members"
         )
     x = flatten(particles)
-    if not isinstance(x, jax.core.Tracer) and bool(jnp.all(x == x[:1])):
+    if not isinstance(x, jax.core.Tracer) and bool(_collapsed(x)):
         raise input_error(
             "particles",
             "an ensemble with spread (ensemble methods move members within the span of their "
@@ -373,15 +379,18 @@ class EnsembleKalman(Algorithm):
         layout = Layout.of_ensemble(particles)
         x = flatten(particles)
         m = self.obs.size
-        indices = jnp.arange(self.num_obs_per_step) if self.indexed_forward else None
+        indices = np.arange(self.num_obs_per_step) if self.indexed_forward else None
         expected = self.num_obs_per_step if self.indexed_forward else m
-        check_forward(self.forward_fn, layout.member(x[0]), expected, indices)
-        return EnsembleState(
+        member = jax.ShapeDtypeStruct((x.shape[1],), x.dtype)
+        check_forward(
+            self.forward_fn, eqx.filter_eval_shape(layout.member, member), expected, indices
+        )
+        return EnsembleState(  # host scalars: no device program is compiled for them
             x=x,
             layout=layout,
-            time=jnp.zeros((), x.dtype),
-            step=jnp.zeros((), jnp.int32),
-            done=jnp.asarray(False),
+            time=np.zeros((), x.dtype),
+            step=np.zeros((), np.int32),
+            done=np.asarray(False),
             scheduler_state=self.scheduler.init(),
             minibatch_state=self.minibatch.init(m),
         )
