@@ -299,11 +299,13 @@ class EKIRegressor(RegressorMixin, _EKIBase):
         """Fit to ``X`` ``(n, d)`` and ``y`` ``(n,)``; returns ``self``."""
         try:
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+            if np.asarray(y).dtype.kind not in "biuf":
+                raise TypeError(f"targets of dtype {np.asarray(y).dtype}")
         except TypeError as err:  # e.g. string targets
             raise input_error(
                 "EKIRegressor.fit y",
                 "numeric targets",
-                f"{type(err).__name__}: {err}",
+                f"{err}",
                 "pass numbers (encode categories, or use EKIClassifier for class labels)",
             ) from None
         if self.noise is not None and not (_is_real(self.noise) and self.noise > 0):
@@ -423,10 +425,10 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
     def fit(self, X, y) -> EKIClassifier:
         """Fit to ``X`` ``(n, d)`` and class labels ``y`` ``(n,)``; returns ``self``."""
         X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
         if not (_is_real(self.pseudo_noise) and self.pseudo_noise > 0):
             raise _bad("pseudo_noise", "a positive finite std", self.pseudo_noise, "e.g. 0.1")
         try:
+            check_classification_targets(y)
             encoder = LabelEncoder().fit(y)
         except TypeError as err:  # e.g. None among string labels
             raise input_error(

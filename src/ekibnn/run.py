@@ -252,6 +252,13 @@ def run(
         True
     """
     check_key(key)
+    if not isinstance(algo, KalmanAlgorithm):
+        raise input_error(
+            "algo",
+            "an algorithm with init(particles) and step(key, state) (e.g. ek.eki(...))",
+            type(algo).__name__,
+            "build one with ek.eki, ek.etki, ek.eks, ek.aldi or ek.uki",
+        )
     num_steps = positive_int(num_steps, "num_steps", "pass e.g. num_steps=500")
     if checkpoint_every is not None:
         checkpoint_every = positive_int(

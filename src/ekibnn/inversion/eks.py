@@ -269,6 +269,14 @@ def _sampler(
         required=f"{cls.name} samples the posterior and needs the prior's mean and covariance "
         "in its update",
     )
+    if isinstance(scheduler, _schedulers.DataMisfit):
+        raise input_error(
+            "scheduler",
+            f"a step rule that keeps dt below {_schedulers.UNSTABLE_DT} (eks_stable(), or "
+            "constant(dt) with a small dt)",
+            "data_misfit() (its steps reach 1: the sampler's covariance cannot settle)",
+            "leave the default scheduler eks_stable()",
+        )
     if isinstance(scheduler, _schedulers.Constant) and scheduler.dt >= _schedulers.UNSTABLE_DT:
         raise input_error(
             "scheduler",
