@@ -779,7 +779,7 @@ def gauss_newton(
         >>> key = jax.random.key(0)
         >>> result = ek.run(key, algo, prior.sample(key, 3), num_steps=50, progress=False)
         >>> bool(result.state.converged.all()), result.state.map.round(2).tolist()
-        (True, [0.99, 1.0])
+        (True, [1.0, 1.0])
     """
     check_observation(obs)
     check_prior(prior, required="it defines the objective's prior term and the whitening")

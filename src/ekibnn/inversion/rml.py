@@ -45,6 +45,11 @@ from ekibnn.priors import GaussianPrior
 
 __all__ = ["RML", "FidelityCheck", "RMLState", "rml", "self_check"]
 
+#: ``fold_in`` constant of the perturbations' key: with ``ek.run``'s step keys
+#: ``fold_in(key, n)``, a plain draw at step 0 would equal ``prior.sample(key, J)``'s (the same
+#: threefry stream), correlating each member's data perturbation with its prior draw.
+_PERTURBATION_STREAM = 0x524D4C
+
 
 class RMLState(NamedTuple):
     """State of an RML run (primary data only).
@@ -114,6 +119,7 @@ class RML(Algorithm):
     def step(self, key: PRNGKeyArray, state: RMLState) -> tuple[RMLState, GaussNewtonInfo]:
         """One Levenberg–Marquardt step of every member (the first draws the perturbations)."""
         obs = self.lm.obs
+        key = jax.random.fold_in(key, _PERTURBATION_STREAM)  # not a stream a sampler uses
         drawn = obs.colour(jax.random.normal(key, state.perturbation.shape, obs.y.dtype))
         perturbation = jnp.where(state.lm.step == 0, drawn, state.perturbation)
         lm, update = self.lm.advance(state.lm, anchor=state.anchor, y=obs.y + perturbation)
@@ -176,8 +182,8 @@ def rml(
         >>> obs = ek.Observation(jnp.array([2.0]), 1.0)
         >>> prior = ek.GaussianPrior(jnp.zeros(1), 1.0)   # posterior N(1, 1/2)
         >>> algo = ek.inversion.rml(lambda th: th, obs, prior)
-        >>> key = jax.random.key(0)
-        >>> res = ek.run(key, algo, prior.sample(key, 4000), num_steps=20, progress=False)
+        >>> draws = prior.sample(jax.random.key(1), 4000)
+        >>> res = ek.run(jax.random.key(0), algo, draws, num_steps=20, progress=False)
         >>> x = res.particles[:, 0]
         >>> round(float(x.mean()), 1), round(float(x.var()), 1)
         (1.0, 0.5)
