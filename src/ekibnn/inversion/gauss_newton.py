@@ -32,12 +32,13 @@ fewer) when ``m p <= DENSE_ENTRIES`` (2^24 entries: 64 MiB per start in float32)
 uses CG otherwise. When it fits, the dense step is faster: its ``min(m, p)`` Jacobian products
 run as one batched (matrix-matrix) evaluation, while CG's products run one after another.
 
-Products per iteration (the issue #13 count): dense, one linearisation (the forward pass at
-``z``), ``min(m, p)`` JVPs (``p <= m``) or VJPs (``m < p``) batched, one VJP for ``v`` (a
-matrix-vector product when ``J^`` is materialised and ``L`` invertible, as for the Gaussian:
-free) and one forward pass at the trial point; CG, one linearisation, one VJP for ``v``,
-``k`` JVPs and ``k`` VJPs (``k`` CG iterations, at most ``cg_max_steps``) and one forward pass.
-Gauss–Newton cannot do with less than the ``min(m, p)`` products (dense) or ``2k + 1`` (CG).
+Products per iteration and start (the issue #13 count): one linearisation (the forward pass
+at ``z``, whose JVP and VJP the rest reuse), one VJP for ``v``, one forward pass at the trial
+point, and for ``J^``: dense, ``min(M, p)`` JVPs (``p <= M``) or VJPs (``M < p``) of the whole
+forward map, batched (with ``indexed_forward``, ``M`` VJPs of single-point evaluations, about
+three forward passes in all); CG, ``k`` JVPs and ``k`` VJPs (``k`` CG iterations, at most
+``cg_max_steps``). The first step adds one JVP (the first damping). Gauss–Newton cannot do with
+fewer than the ``min(M, p)`` products that determine ``J^`` (dense) or ``2k`` (CG).
 
 Damping and stopping, per start (Nielsen 1999; Madsen, Nielsen & Tingleff 2004): the gain
 ratio ``rho = (Phi(z) - Phi(z + dz)) / (0.5 (v^T dz + lambda |dz|^2))`` (actual over predicted
@@ -570,14 +571,6 @@ class GaussNewton(Algorithm):
         z = (x - anchor) / model.scale
         return model, z, model.linearise(z)
 
-    def _first_damping(self, layout: Layout, anchor: Array, y: Array, x: Array) -> Array:
-        """Nielsen's first ``lambda``: ``tau`` times the curvature ``1 + |J^ v|^2 / |v|^2`` of
-        ``Phi`` along the gradient (one linearisation and one JVP, at the first step only)."""
-        lin = self._linearise_member(layout, anchor, y, x)[2]
-        v = lin.minus_grad
-        vv = jnp.maximum(jnp.sum(v**2), jnp.finfo(x.dtype).tiny)
-        return self.damping_scale * (1.0 + jnp.sum(lin.jhat(v) ** 2) / vv)
-
     def _member_update(
         self,
         layout: Layout,
@@ -587,14 +580,26 @@ class GaussNewton(Algorithm):
         damping: Array,
         growth: Array,
         converged: Array,
+        first: Array,
     ) -> _Update:
         """One LM step of one start (vmapped by :meth:`advance`): ``anchor`` is the prior
-        centre of its objective and ``y`` its data."""
+        centre of its objective and ``y`` its data; ``first`` (not batched) says whether
+        ``lambda`` is still to be set by Nielsen's rule (one JVP, at the first step only)."""
         model, z, lin = self._linearise_member(layout, anchor, y, x)
         v = lin.minus_grad
         phi = lin.loss + 0.5 * jnp.sum(z**2)
         vv = jnp.sum(v**2)
-        lam = damping
+        if self.initial_damping is None:
+            tiny = jnp.finfo(x.dtype).tiny
+            lam = jax.lax.cond(
+                first,
+                lambda: (
+                    self.damping_scale * (1 + jnp.sum(lin.jhat(v) ** 2) / jnp.maximum(vv, tiny))
+                ),
+                lambda: damping,
+            )
+        else:
+            lam = damping
         dz, cg_steps = self._solve(model, lin, z, 1.0 + lam)
         z_trial = z + dz
         loss_trial = self.likelihood.loss(model.obs, model.outputs(z_trial))
@@ -639,15 +644,8 @@ class GaussNewton(Algorithm):
             self.obs.y if y is None else y,
             state.x,
         )
-        damping = state.damping
-        if self.initial_damping is None:  # Nielsen's rule, evaluated at the first step only
-            damping = jax.lax.cond(
-                state.step == 0,
-                lambda: jax.vmap(self._first_damping, in_axes=axes)(*args),
-                lambda: damping,
-            )
-        update = jax.vmap(self._member_update, in_axes=(*axes, 0, 0, 0))(
-            *args, damping, state.growth, state.converged
+        update = jax.vmap(self._member_update, in_axes=(*axes, 0, 0, 0, None))(
+            *args, state.damping, state.growth, state.converged, state.step == 0
         )
         objective = eqx.error_if(
             update.objective,
