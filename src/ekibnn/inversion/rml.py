@@ -165,9 +165,16 @@ def rml(
         start: None (each member starts from its own prior draw, the classical RML) or ONE
             member's parameters where all members start (e.g. the MAP of
             :func:`ekibnn.gauss_newton`: fewer iterations, and members stay in its basin).
-        indexed_forward, space, max_steps, rtol, atol, initial_damping, damping_scale,
-            cg_rtol, cg_max_steps, update_precision: as for :func:`ekibnn.gauss_newton`
-            (``max_steps`` and the tolerances apply to every member).
+        indexed_forward: as for :func:`ekibnn.gauss_newton`.
+        space: as for :func:`ekibnn.gauss_newton` (per member).
+        max_steps: as for :func:`ekibnn.gauss_newton` (for every member).
+        rtol: as for :func:`ekibnn.gauss_newton`.
+        atol: as for :func:`ekibnn.gauss_newton`.
+        initial_damping: as for :func:`ekibnn.gauss_newton`.
+        damping_scale: as for :func:`ekibnn.gauss_newton`.
+        cg_rtol: as for :func:`ekibnn.gauss_newton`.
+        cg_max_steps: as for :func:`ekibnn.gauss_newton`.
+        update_precision: as for :func:`ekibnn.gauss_newton`.
 
     Returns:
         An :class:`RML` module: ``init(prior draws) ->`` :class:`RMLState`,
