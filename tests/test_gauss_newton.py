@@ -121,6 +121,11 @@ def test_linearised_samples_have_the_posterior_moments(key):
     sd = np.sqrt(np.diag(cov))
     np.testing.assert_allclose(samples.mean(0), a @ problem.post_mean, atol=0.03 * sd.max())
     np.testing.assert_allclose(np.cov(samples.T), cov, atol=0.04 * sd.max() ** 2)
+    idata = post.to_inference_data({"a": lambda th: jnp.asarray(a) @ th}, key, 50)
+    assert idata.posterior["a"].shape == (1, 50, 2)
+    mean, std = post.predict(lambda th: (jnp.asarray(a) @ th)[:, None])  # any output shape
+    assert mean.shape == std.shape == (2, 1)
+    np.testing.assert_allclose(std[:, 0], sd, rtol=1e-4)
 
 
 def test_weight_draws_are_refused_with_a_pointer(key):
