@@ -8,11 +8,13 @@ import pytest
 import ekibnn as ek
 
 PUBLIC = sorted([  # every public name of the package
-    "ALDI", "EKI", "EKIClassifier", "EKIRegressor", "EKS", "EKSInfo", "ETKI", "EnsembleInfo",
-    "EnsembleKalman", "EnsembleState", "GaussianPrior", "InputError", "KalmanAlgorithm",
-    "Observation", "RunResult", "UKI", "UKIInfo", "UKIState", "aldi", "bnn", "datasets", "eki",
-    "eks", "ensemble", "etki", "linalg", "metrics", "minibatch", "pinn", "posterior", "recipes",
-    "run", "schedulers", "streaming", "uki",
+    "ALDI", "Categorical", "EKI", "EKIClassifier", "EKIRegressor", "EKS", "EKSInfo", "ETKI",
+    "EnsembleInfo", "EnsembleKalman", "EnsembleState", "Evidence", "EvidenceInfo",
+    "EvidenceState", "GaussNewton", "GaussNewtonInfo", "GaussNewtonState", "GaussianPrior",
+    "InputError", "KalmanAlgorithm", "LinearisedPosterior", "Observation", "RML", "RMLState",
+    "RunResult", "UKI", "UKIInfo", "UKIState", "aldi", "bnn", "datasets", "eki", "eks",
+    "ensemble", "etki", "evidence", "gauss_newton", "inversion", "laplace", "linalg", "metrics",
+    "minibatch", "pinn", "posterior", "recipes", "rml", "run", "schedulers", "streaming", "uki",
 ])  # fmt: skip
 
 
