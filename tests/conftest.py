@@ -10,6 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+# Subprocess entry points (they set process-wide JAX flags at import): run by the tests, never
+# collected, or their imports would switch x64 on for every test in the same worker.
+collect_ignore = ["scripts"]
+
 
 class LinearProblem(NamedTuple):
     """y = H theta + eta, eta ~ N(0, Gamma), theta ~ N(prior_mean, diag(prior_std^2))."""
@@ -78,7 +82,9 @@ class CompileLog(logging.Handler):
 
 @pytest.fixture
 def compile_log():
-    """Yield a :class:`CompileLog` that records every XLA compilation in the test."""
+    """Yield a :class:`CompileLog` that records every XLA compilation in the test, from empty
+    in-memory caches (so the count does not depend on what ran before in the worker)."""
+    jax.clear_caches()
     handler = CompileLog()
     logger = logging.getLogger("jax._src.interpreters.pxla")
     logger.addHandler(handler)
