@@ -362,7 +362,15 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
     algo = gauss_newton(
         forward, problem.obs, problem.prior, likelihood=problem.likelihood, **options
     )
+    starts = problem.prior.sample(key_init, int(s["restarts"]))
     tuned = problem.estimate_noise or problem.estimate_prior
+    taken = 0
+    if tuned and int(s["restarts"]) > 1:
+        # the restarts at the starting scales pick the basin; the evidence rounds then refine
+        # the best start alone (R = 1: a quarter of the cost per step for 4 restarts)
+        first = run(key_run, algo, starts, steps, progress=s["progress"])
+        starts = jax.tree_util.tree_map(lambda a: a[first.state.best][None], first.state.particles)
+        key_run, taken = jax.random.fold_in(key_run, 1), first.num_steps
     if tuned:
         algo = evidence(
             algo,
@@ -371,7 +379,6 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
             group=problem.prior_group,
             max_rounds=int(s["max_rounds"]),
         )
-    starts = problem.prior.sample(key_init, int(s["restarts"]))
     budget = steps * (int(s["max_rounds"]) if tuned else 1)
     result = run(key_run, algo, starts, budget, progress=s["progress"])
     post = algo.posterior(result.state)
@@ -398,7 +405,8 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
             ),
             stacklevel=3,
         )
-    return Fit(post, result.history, result.num_steps, result.state, noise, prior_scale, converged)
+    steps_taken = taken + result.num_steps
+    return Fit(post, result.history, steps_taken, result.state, noise, prior_scale, converged)
 
 
 def _ensemble_algorithm(stage: str, problem: Problem, obs: Any, s: dict) -> Any:
