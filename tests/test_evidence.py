@@ -34,7 +34,7 @@ def _fit(features, y, **options):
         ek.GaussianPrior(jnp.zeros(p), 1.0),
         atol=1e-9,
     )
-    algo = ek.evidence(gn, tol=1e-11, max_rounds=300, **options)
+    algo = ek.evidence(gn, tol=1e-11, evidence_tol=0.0, max_rounds=300, **options)
     result = ek.run(jax.random.key(0), algo, jnp.zeros((1, p)), 3000, progress=False)
     return algo, result
 

@@ -579,7 +579,7 @@ def _fit(
     epilog=EXIT_CODES,
     help="Bayesian PINN inverse problem: posterior of the physical parameters and of u; writes "
     "metrics.json, solution.png and parameters.png.\n\n\b\nRecipes (--method): "
-    + ", ".join(recipes.NAMES),  # \b: not rewrapped, so no name is split at its hyphen
+    + ", ".join(recipes.ENSEMBLE_NAMES),  # \b: not rewrapped, so no name is split at its hyphen
 )
 def pinn(
     ctx: typer.Context,
@@ -607,9 +607,9 @@ def pinn(
         "pass e.g. poisson1d",
     )
     _require(
-        method in recipes.NAMES,
+        method in recipes.ENSEMBLE_NAMES,
         "--method",
-        f"one of {', '.join(recipes.NAMES)}",
+        f"one of {', '.join(recipes.ENSEMBLE_NAMES)}",
         repr(method),
         "pass e.g. --method eki (the default)",
     )

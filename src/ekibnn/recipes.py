@@ -97,6 +97,9 @@ _COMMON: tuple[tuple[str, Any], ...] = (
 
 _WARM = (("inflation", 0.0),)  # samplers and UKI start from a collapsed, regularised fit
 
+_ENSEMBLE_STAGES = ("eki", "teki", "etki", "tetki", "eki-disc", "eki-t1")
+_JACOBIAN_STAGES = ("laplace", "rml")
+
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
@@ -160,6 +163,9 @@ RECIPES: dict[str, Recipe] = {
 
 #: Every recipe name, in registry order.
 NAMES: tuple[str, ...] = tuple(RECIPES)
+
+#: The recipes that use no Jacobian (forward evaluations only): what :mod:`ekibnn.pinn` runs.
+ENSEMBLE_NAMES: tuple[str, ...] = tuple(n for n, r in RECIPES.items() if not r.jacobian)
 
 #: The recipe used when none is named.
 DEFAULT = "laplace"
@@ -244,6 +250,13 @@ class Fit(NamedTuple):
             )
         return self.posterior.particles
 
+    def samples(self, key: Any = None, num: int | None = None) -> Any:
+        """Parameter samples: the ensemble, or ``num`` draws of a Gaussian posterior (a
+        linearised posterior refuses: see :class:`ekibnn.posterior.LinearisedPosterior`)."""
+        if hasattr(self.posterior, "particles"):
+            return self.posterior.particles
+        return self.posterior.sample(key, num)
+
 
 def fit(name: str, problem: Problem, key: Any, **settings: Any) -> Fit:
     """Run recipe ``name`` on ``problem`` from ``settings["ensemble_size"]`` prior draws.
@@ -317,8 +330,6 @@ def fit(name: str, problem: Problem, key: Any, **settings: Any) -> Fit:
 
 
 # ------------------------------------------------------------------------------------- stages
-_ENSEMBLE_STAGES = ("eki", "teki", "etki", "tetki", "eki-disc", "eki-t1")
-_JACOBIAN_STAGES = ("laplace", "rml")
 
 
 def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: dict) -> Fit:
@@ -326,6 +337,8 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
     :class:`ekibnn.errors.ConvergenceWarning` when the MAP (or the members) did not converge
     within ``num_steps`` or the evidence did not settle within ``max_rounds``."""
     import warnings
+
+    import jax
 
     from ekibnn.errors import ConvergenceWarning, input_error
     from ekibnn.inversion import evidence, gauss_newton, rml

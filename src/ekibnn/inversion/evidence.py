@@ -22,9 +22,10 @@ A safeguard keeps the rounds monotone in the evidence: for a network the fixed-p
 can overshoot (a smaller noise lets the MAP fit more, which lowers the next estimate again), so
 a round whose log evidence is below the best so far is rejected: the MAP and scales go back to
 the best round's and the step in ``(log tau, log kappa)`` is halved. Rounds stop when the step
-is below ``tol`` (relative; a fixed point, or no better point along the update) or after
-``max_rounds``; the result is the round with the highest evidence. For a linear-Gaussian model the Laplace evidence is
-exact and the fixed point is the exact type-II maximum. What the user set is respected:
+is below ``tol`` (relative; a fixed point, or no better point along the update), when a round
+raises the log evidence by less than ``evidence_tol`` nats, or after ``max_rounds``; the
+result is the round with the highest evidence. For a linear-Gaussian model the Laplace
+evidence is exact and the fixed point is the exact type-II maximum. What the user set is respected:
 ``tune_noise=False`` keeps the given noise, ``tune_prior=False`` the given prior; the fitted
 values are in the state (``noise_scale``, ``prior_scale``) and in :meth:`Evidence.fitted`.
 
@@ -173,6 +174,7 @@ class Evidence(Algorithm):
     tune_prior: bool = eqx.field(static=True)
     max_rounds: int = eqx.field(static=True)
     tol: float = eqx.field(static=True)
+    evidence_tol: float = eqx.field(static=True)
     rank: int | None = eqx.field(static=True)
 
     name: ClassVar[str] = "Laplace evidence"
@@ -247,7 +249,8 @@ class Evidence(Algorithm):
         change = jnp.maximum(
             jnp.abs(jnp.log(tau / best.noise_scale)), jnp.abs(jnp.log(kappa / best.prior_scale))
         )
-        settled = change <= self.tol
+        gain = evidence - state.best.log_evidence  # NaN in the first round
+        settled = (change <= self.tol) | (improved & (gain <= self.evidence_tol))
         rounds = state.rounds + 1
         done = settled | (rounds >= self.max_rounds)
         fresh = best.lm._replace(  # the next round: from the best MAP, at the new scales
@@ -315,6 +318,7 @@ def evidence(
     group: PyTree | None = None,
     max_rounds: int = 30,
     tol: float = 1e-3,
+    evidence_tol: float = 1e-2,
     rank: int | None = None,
 ) -> Evidence:
     """Wrap a Levenberg–Marquardt solver (:func:`ekibnn.gauss_newton`) in the Laplace-evidence
@@ -331,6 +335,9 @@ def evidence(
             physical parameter; a scalar per leaf broadcasts).
         max_rounds: at most this many rounds.
         tol: stop when both scales change by less than this (relative) in a round.
+        evidence_tol: also stop when a round raises the log evidence by less than this (in
+            nats; e.g. a prior scale shrinking towards 0 on data with no signal, where the
+            scales never settle but the evidence does).
         rank: the factor's rank (None: exact; see :func:`ekibnn.laplace`).
 
     Returns:
@@ -395,5 +402,6 @@ def evidence(
         tune_prior=bool(tune_prior),
         max_rounds=check_positive_int("max_rounds", max_rounds, "pass e.g. max_rounds=30"),
         tol=check_number("tol", tol, 0.0, strict=True),
+        evidence_tol=check_number("evidence_tol", evidence_tol, 0.0),
         rank=None if rank is None else check_positive_int("rank", rank, "pass e.g. 200"),
     )
