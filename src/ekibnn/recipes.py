@@ -279,6 +279,7 @@ def fit(name: str, problem: Problem, key: Any, **settings: Any) -> Fit:
 
     recipe = get(name)
     s = recipe.settings(**settings)
+    _refuse_unused(recipe, settings)
     stages = recipe.stages
     if len(stages) > 1:
         if s["warm_start"] not in _ENSEMBLE_STAGES:
@@ -327,6 +328,38 @@ def fit(name: str, problem: Problem, key: Any, **settings: Any) -> Fit:
     for result in results[1:]:
         history = _join_histories(history, result.history)
     return Fit(post, history, sum(r.num_steps for r in results), last.state, noise)
+
+
+# settings only one kind of recipe reads: passing one to the other kind is an error, not a
+# silently ignored value
+_ENSEMBLE_ONLY = (
+    "inflation",
+    "dt",
+    "batch_size",
+    "tau",
+    "noise_rounds",
+    "sampler_time",
+    "max_sampler_steps",
+    "warm_start",
+)
+_JACOBIAN_ONLY = ("restarts", "max_rounds")
+
+
+def _refuse_unused(recipe: Recipe, settings: dict) -> None:
+    """Refuse a setting (not None) that ``recipe`` would ignore."""
+    unused = _ENSEMBLE_ONLY if recipe.jacobian else _JACOBIAN_ONLY
+    given = [k for k in unused if settings.get(k) is not None]
+    if given:
+        from ekibnn.errors import input_error
+
+        kind = "a Jacobian recipe" if recipe.jacobian else "an ensemble recipe"
+        other = "an ensemble recipe (e.g. 'teki')" if recipe.jacobian else "method='laplace'"
+        raise input_error(
+            f"{', '.join(given)} with method={recipe.name!r}",
+            f"only the settings {kind} reads (these are for {other})",
+            f"{', '.join(f'{k}={settings[k]!r}' for k in given)}",
+            f"drop {', '.join(given)}, or use {other}",
+        )
 
 
 # ------------------------------------------------------------------------------------- stages
