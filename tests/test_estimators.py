@@ -351,3 +351,23 @@ def test_laplace_rounds_and_refits_reuse_the_compiled_loops(sine, compile_log):
     assert compile_log.count("_run_chunk") == 2, compile_log.names
     reg.fit(X, -y)
     assert compile_log.count("_run_chunk") == 2, compile_log.names
+
+
+def test_settings_a_recipe_would_ignore_are_refused(sine):
+    X, y, _, _ = sine
+    with pytest.raises(ValueError, match="batch_size with method='laplace'") as err:
+        small_regressor(batch_size=50).fit(X, y)
+    assert "fix:" in str(err.value)
+    with pytest.raises(ValueError, match="restarts with method='teki'"):
+        EKIRegressor(**SMALL_ENSEMBLE, restarts=2).fit(X, y)
+    with pytest.raises(ValueError, match="rml"):
+        small_regressor(method="rml").fit(X, y)  # needs a known noise and prior
+
+
+def test_unconverged_fit_warns_and_says_so(sine):
+    from ekibnn.errors import ConvergenceWarning
+
+    X, y, _, _ = sine
+    with pytest.warns(ConvergenceWarning, match="num_steps=2 "):
+        reg = small_regressor(num_steps=2, noise=0.1, prior_std=1.0).fit(X, y)
+    assert reg.converged_ is False
