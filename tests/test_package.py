@@ -8,7 +8,8 @@ import pytest
 import ekibnn as ek
 
 PUBLIC = sorted([  # every public name of the package
-    "ALDI", "Categorical", "EKI", "EKIClassifier", "EKIRegressor", "EKS", "EKSInfo", "ETKI",
+    "ALDI", "Categorical", "ConvergenceWarning", "EKI", "EKIClassifier", "EKIRegressor", "EKS",
+    "EKSInfo", "ETKI",
     "EnsembleInfo", "EnsembleKalman", "EnsembleState", "Evidence", "EvidenceInfo",
     "EvidenceState", "GaussNewton", "GaussNewtonInfo", "GaussNewtonState", "GaussianPrior",
     "InputError", "KalmanAlgorithm", "LinearisedPosterior", "Observation", "RML", "RMLState",

@@ -389,7 +389,13 @@ def fit(
     test_size: Annotated[float, typer.Option(help="Held-out fraction.")] = 0.25,
     seed: Annotated[int, typer.Option(help="Seed for the split and the fit.")] = 0,
     ensemble_size: Annotated[int | None, typer.Option(help="Ensemble size J.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Maximum EKI steps.")] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Steps: Levenberg-Marquardt steps per evidence round (laplace, rml) or steps "
+            "of the ensemble stage (default: the recipe's)."
+        ),
+    ] = None,
     hidden: Annotated[str | None, typer.Option(help="Hidden widths, e.g. '50' or '64,64'.")] = None,
     method: Annotated[
         str,
@@ -517,11 +523,13 @@ def _fit(
         The report and the names of the figures to print.
     """
     import time
+    import warnings
 
     import numpy as np
     from sklearn.model_selection import train_test_split
 
     from ekibnn import metrics, plotting
+    from ekibnn.errors import ConvergenceWarning
     from ekibnn.estimators import EKIClassifier, EKIRegressor
 
     X_tr, X_te, y_tr, y_te = train_test_split(
@@ -533,9 +541,21 @@ def _fit(
     )
     start = time.perf_counter()
     report: dict = {"task": kind, "n_train": len(y_tr), "n_test": len(y_te)}
+    estimator = EKIRegressor if kind == "regression" else EKIClassifier
+    with warnings.catch_warnings(record=True) as caught:
+        # a fit that did not converge is reported (stderr and metrics.json), not fatal
+        warnings.simplefilter("always", ConvergenceWarning)
+        model = estimator(**settings).fit(X_tr, y_tr)
+    report["wall_time_s"] = time.perf_counter() - start
+    report["converged"] = model.converged_
+    report["warnings"] = []
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            report["warnings"].append(str(w.message))
+            typer.echo(f"warning: {w.message}", err=True)
+        else:  # anything else keeps its usual treatment
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if kind == "regression":
-        model = EKIRegressor(**settings).fit(X_tr, y_tr)
-        report["wall_time_s"] = time.perf_counter() - start
         mean, std = model.predict(X_te, return_std=True)
         levels = np.linspace(0.05, 0.95, 19)
         nominal, observed = metrics.calibration_curve_regression(y_te, mean, std, levels)
@@ -553,8 +573,6 @@ def _fit(
         plotting.plot_pred_vs_true(out / "predictions.png", y_te, mean, std, title=out.name)
         shown = ("wall_time_s", "rmse", "nll", "crps", "coverage_95", "r2")
     else:
-        model = EKIClassifier(**settings).fit(X_tr, y_tr)
-        report["wall_time_s"] = time.perf_counter() - start
         proba = np.asarray(model.predict_proba(X_te))
         labels = np.searchsorted(model.classes_, y_te)
         conf, acc, count = metrics.reliability_diagram(labels, proba, num_bins=10)
@@ -579,7 +597,7 @@ def _fit(
     epilog=EXIT_CODES,
     help="Bayesian PINN inverse problem: posterior of the physical parameters and of u; writes "
     "metrics.json, solution.png and parameters.png.\n\n\b\nRecipes (--method): "
-    + ", ".join(recipes.NAMES),  # \b: not rewrapped, so no name is split at its hyphen
+    + ", ".join(recipes.ENSEMBLE_NAMES),  # \b: not rewrapped, so no name is split at its hyphen
 )
 def pinn(
     ctx: typer.Context,
@@ -607,9 +625,9 @@ def pinn(
         "pass e.g. poisson1d",
     )
     _require(
-        method in recipes.NAMES,
+        method in recipes.ENSEMBLE_NAMES,
         "--method",
-        f"one of {', '.join(recipes.NAMES)}",
+        f"one of {', '.join(recipes.ENSEMBLE_NAMES)}",
         repr(method),
         "pass e.g. --method eki (the default)",
     )

@@ -5,7 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["InputError", "OutOfMemoryError", "explain_out_of_memory", "input_error"]
+__all__ = [
+    "ConvergenceWarning",
+    "InputError",
+    "OutOfMemoryError",
+    "explain_out_of_memory",
+    "input_error",
+]
 
 
 class InputError(ValueError):
@@ -117,3 +123,9 @@ def explain_out_of_memory(*, J: int, p: int, m: int | None = None) -> Iterator[N
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
         raise explain_out_of_memory_error(err, J=J, p=p, m=m) from None
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative fit stopped at its step budget before its convergence test passed (the
+    result is returned, but it is not the converged answer): raise the budget the message
+    names, or check the model."""

@@ -2,7 +2,12 @@
 
 Both are thin: they standardise the data, build an MLP (:class:`ekibnn.bnn.MLP`), its prior and
 likelihood, and hand them to a recipe of :mod:`ekibnn.recipes` (``method=``; what each recipe
-does and what was measured against NUTS: ``docs/algorithms.md``). They follow the scikit-learn
+does and what was measured against NUTS: ``docs/recipes.md``). The default, ``"laplace"``,
+finds the MAP by Levenberg–Marquardt in Kalman form from a few prior draws and returns the
+linearised-Laplace posterior there (predictions by Jacobian-vector products of the network);
+a noise and a prior scale left unset are tuned by the Laplace evidence. Classification then
+uses the categorical likelihood on the logits; the ensemble recipes observe one-hot labels
+against softmax probabilities with a pseudo-noise instead. They follow the scikit-learn
 conventions: every hyperparameter is stored unmodified in ``__init__`` (so
 ``get_params``/``set_params``/``clone`` work), fitted attributes end in ``_``, inputs are
 validated with :mod:`sklearn.utils.validation`, and predicting before ``fit`` raises
@@ -11,9 +16,10 @@ laid out as expected / got / what to do. Inputs (and regression targets) are sta
 inside the estimator and the outputs mapped back (``standardize=False``: the prior and the
 noise act on the raw data).
 
-An unknown regression noise (``noise=None``) is estimated by the recipe (Monte-Carlo EM over
-the ensemble stage), or with ``validation_fraction`` from a held-out part of the data: the
-noise std is then set so that the predictive variance matches the held-out mean squared error.
+An unknown regression noise (``noise=None``) is estimated by the recipe (the Laplace evidence,
+or Monte-Carlo EM over an ensemble stage), or with ``validation_fraction`` from a held-out
+part of the data: the noise std is then set so that the predictive variance matches the
+held-out mean squared error.
 
 The compiled loop is shared: the data are arrays inside the forward map (an Equinox module),
 not constants, so the noise rounds of a fit and refits on data of the same shape reuse one
@@ -41,10 +47,18 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from ekibnn import recipes
-from ekibnn.bnn.likelihoods import DEFAULT_PSEUDO_NOISE, classification, regression
+from ekibnn.bnn.likelihoods import (
+    DEFAULT_PSEUDO_NOISE,
+    Likelihood,
+    RegressionForward,
+    classification,
+    regression,
+)
 from ekibnn.bnn.models import ACTIVATIONS, MLP, num_params
 from ekibnn.errors import InputError, input_error
-from ekibnn.posterior import EnsemblePosterior
+from ekibnn.inversion.gauss_newton import Categorical
+from ekibnn.observations import Observation
+from ekibnn.posterior import EnsemblePosterior, LinearisedPosterior
 from ekibnn.priors import GaussianPrior
 
 __all__ = ["EKIClassifier", "EKIRegressor"]
@@ -107,8 +121,10 @@ class _EKIBase(BaseEstimator):
     """Shared fitting machinery (not public)."""
 
     def _check_hyperparameters(self) -> tuple[int, ...]:
-        for name in ("num_steps", "ensemble_size"):
+        for name in ("num_steps", "ensemble_size", "restarts"):
             value = getattr(self, name)
+            if name != "ensemble_size" and value is None:
+                continue
             if not _is_int(value) or value < 1:
                 raise _bad(name, "a positive integer", value, f"pass e.g. {name}=100")
         if self.ensemble_size < 2:
@@ -117,7 +133,7 @@ class _EKIBase(BaseEstimator):
             raise _bad("batch_size", "None or a positive integer", self.batch_size, "pass e.g. 100")
         for name, allow_zero in (("prior_std", False), ("inflation", True), ("dt", False)):
             value = getattr(self, name)
-            if value is None and name in ("inflation", "dt"):
+            if value is None:
                 continue
             if not _is_real(value) or value < 0 or (value == 0 and not allow_zero):
                 bound = ">= 0" if allow_zero else "> 0"
@@ -148,6 +164,11 @@ class _EKIBase(BaseEstimator):
             raise _bad("sampler_time", "None or a finite number > 0", value, "e.g. 10.0")
         return tuple(int(h) for h in hidden)
 
+    def _method(self) -> str:
+        """The recipe name, after checking every hyperparameter."""
+        self._check_hyperparameters()
+        return self.method
+
     def _seed(self) -> int:
         rs = self.random_state
         if rs is None:
@@ -161,8 +182,11 @@ class _EKIBase(BaseEstimator):
         )
 
     @threadpool_limits.wrap(limits=1, user_api="blas")  # as in ekibnn.run: see blas_threads
-    def _fit_recipe(self, seed, X, likelihood, out_size, estimate_noise) -> recipes.Fit:
-        """Build the network and its prior and run the recipe on ``likelihood``."""
+    def _fit_recipe(
+        self, seed, X, likelihood: Likelihood, out_size, estimate_noise, gn_likelihood=None
+    ) -> recipes.Fit:
+        """Build the network and its prior and run the recipe on ``likelihood`` (a prior scale
+        left unset is tuned by the Jacobian recipes' evidence, and is 1 for the others)."""
         hidden = self._check_hyperparameters()
         key_model, key_fit = jax.random.split(jax.random.key(seed))
         template = MLP(
@@ -173,7 +197,9 @@ class _EKIBase(BaseEstimator):
             activation=self.activation,
             parameterization=self.parameterization,
         )
-        prior = GaussianPrior.like(template, std=float(self.prior_std))
+        jacobian = recipes.get(self.method).jacobian
+        prior_std = 1.0 if self.prior_std is None else float(self.prior_std)
+        prior = GaussianPrior.like(template, std=prior_std)
         recipes.check_sizes(self.method, num_params(template), int(self.ensemble_size))
         per_point = likelihood.obs.size // X.shape[0]
         batch = None if self.batch_size is None else int(self.batch_size) * per_point
@@ -183,13 +209,16 @@ class _EKIBase(BaseEstimator):
             prior,
             estimate_noise=estimate_noise,
             indexed_forward_fn=likelihood.indexed_forward_fn,
+            likelihood=gn_likelihood,
+            estimate_prior=jacobian and self.prior_std is None,
         )
         return recipes.fit(
             self.method,
             problem,
             key_fit,
             ensemble_size=int(self.ensemble_size),
-            num_steps=int(self.num_steps),
+            num_steps=None if self.num_steps is None else int(self.num_steps),
+            restarts=self.restarts,
             inflation=self.inflation,
             dt=self.dt,
             batch_size=batch,
@@ -198,29 +227,74 @@ class _EKIBase(BaseEstimator):
         )
 
     def _store(self, fit: recipes.Fit, seed: int) -> None:
-        """The fitted attributes: the posterior, its J parameter samples, the history."""
+        """The fitted attributes: the posterior, parameter samples for a sampled posterior
+        (``ensemble_``), the history and the fitted prior scale."""
         self.posterior_ = fit.posterior
+        self._predict_key = jax.random.fold_in(jax.random.key(seed), 1)
         if isinstance(fit.posterior, EnsemblePosterior):
             self.ensemble_ = fit.posterior.particles
-        else:  # a Gaussian: J draws, fixed at fit time so predictions are reproducible
-            key = jax.random.fold_in(jax.random.key(seed), 1)
-            self.ensemble_ = fit.posterior.sample(key, int(self.ensemble_size))
+        elif not isinstance(fit.posterior, LinearisedPosterior):  # UKI's Gaussian: J draws
+            self.ensemble_ = fit.posterior.sample(self._predict_key, int(self.ensemble_size))
+        self.prior_std_ = (1.0 if self.prior_std is None else float(self.prior_std)) * (
+            1.0 if fit.prior_scale is None else fit.prior_scale
+        )
         self.history_ = np.asarray(fit.history.misfit, np.float64)
         self.n_iter_ = int(fit.num_steps)
+        self.converged_ = fit.converged
 
-    def _member_outputs(self, X) -> np.ndarray:
-        """``(J, n, out)`` member outputs on standardised inputs, in fixed-size zero-padded
-        blocks: compiled once, and a row's value does not depend on the other rows."""
+    @property
+    def _linearised(self) -> bool:
+        return isinstance(self.posterior_, LinearisedPosterior)
+
+    def _blocks(self, X, per_block) -> list:
+        """``per_block(fn)`` on fixed-size zero-padded blocks of the standardised inputs, ``fn``
+        the network on the block (compiled once; a row's value does not depend on the other
+        rows); results trimmed to the rows of ``X``."""
         Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
         n = Xs.shape[0]
         pad = (-n) % _PREDICT_BLOCK
         Xp = np.concatenate([Xs, np.zeros((pad, Xs.shape[1]), Xs.dtype)]) if pad else Xs
-        members = EnsemblePosterior(self.ensemble_)
         blocks = [
-            np.asarray(members.sample_outputs(_Outputs(jnp.asarray(Xp[s : s + _PREDICT_BLOCK]))))
+            per_block(_Outputs(jnp.asarray(Xp[s : s + _PREDICT_BLOCK])))
             for s in range(0, Xp.shape[0], _PREDICT_BLOCK)
         ]
+        return blocks, n
+
+    def _member_outputs(self, X) -> np.ndarray:
+        """``(S, n, out)`` posterior samples of the network's outputs on ``X``: the members of
+        an ensemble, or ``ensemble_size`` samples of the linearised outputs of a Laplace
+        posterior (the same samples on every call)."""
+        if self._linearised:
+            post, key, num = self.posterior_, self._predict_key, int(self.ensemble_size)
+            blocks, n = self._blocks(X, lambda fn: np.asarray(post.sample_outputs(fn, key, num)))
+        else:
+            members = EnsemblePosterior(self.ensemble_)
+            blocks, n = self._blocks(X, lambda fn: np.asarray(members.sample_outputs(fn)))
         return np.concatenate(blocks, axis=1)[:, :n]
+
+    def _output_moments(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and std ``(n, out)`` of the network's outputs (exact linearised
+        moments for a Laplace posterior, the members' mean and std for an ensemble)."""
+        if not self._linearised:
+            members = self._member_outputs(X).astype(np.float64)
+            return members.mean(axis=0), members.std(axis=0)
+        blocks, n = self._blocks(X, lambda fn: [np.asarray(a) for a in self.posterior_.predict(fn)])
+        mean = np.concatenate([b[0] for b in blocks])[:n].astype(np.float64)
+        std = np.concatenate([b[1] for b in blocks])[:n].astype(np.float64)
+        return mean, std
+
+    def to_inference_data(self, X) -> Any:
+        """Posterior samples of the network's outputs on ``X`` (in the units of ``y`` for a
+        regressor, logits for a classifier) as an :class:`arviz.InferenceData` (``posterior``
+        group ``"f"``, dims ``chain, draw, point[, output]``)."""
+        from ekibnn.posterior import _import_arviz
+
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        samples = self._member_outputs(X).astype(np.float64)
+        if isinstance(self, RegressorMixin):
+            samples = samples[..., 0] * self.y_scale_ + self.y_mean_
+        return _import_arviz().from_dict(posterior={"f": samples[None]})
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -236,19 +310,24 @@ class EKIRegressor(RegressorMixin, _EKIBase):
         activation: ``"tanh"``, ``"relu"``, ``"gelu"``, ``"silu"`` or ``"sin"``.
         parameterization: ``"ntk"`` (weights scaled by ``1/sqrt(fan_in)``: the prior scale does
             not depend on the width) or ``"standard"``.
-        ensemble_size: number of members J (draws of the final Gaussian for ``"uki"``).
-        num_steps: steps of the recipe's ensemble stage.
+        ensemble_size: members J of the ensemble recipes; for ``"laplace"`` the number of
+            samples of the linearised outputs that ``sample_predictions`` returns.
+        num_steps: Levenberg–Marquardt steps per evidence round (``"laplace"``, ``"rml"``) or
+            steps of the ensemble stage; None: the recipe's default.
         batch_size: data points per step of the ensemble stage (random minibatches); None: all.
         noise: observation-noise std in the units of ``y``; None: estimated (EM, or from a
             hold-out set with ``validation_fraction``).
-        prior_std: std of the ``N(0, prior_std^2)`` prior on every (raw) parameter.
+        prior_std: std of the ``N(0, prior_std^2)`` prior on every (raw) parameter; None:
+            tuned by the Laplace evidence for ``"laplace"`` (from 1), 1 for the others.
         inflation: std of the random walk of the ensemble stage (raw-parameter units); None:
             the recipe's default (:data:`ekibnn.recipes.RECIPES`).
         dt: the ensemble stage's step (noise ``Gamma / dt``); None: the recipe's default (1).
         validation_fraction: with ``noise=None``, the fraction of the data held out of training
             to calibrate the noise std on; None: EM on the training data.
-        method: the recipe, a name of :data:`ekibnn.recipes.NAMES` (``docs/algorithms.md``
-            says what each does and what was measured).
+        method: the recipe, a name of :data:`ekibnn.recipes.NAMES` (``docs/recipes.md`` says
+            what each does and what was measured).
+        restarts: prior draws ``"laplace"`` starts Levenberg–Marquardt from (the lowest
+            objective wins); None: the recipe's default (4).
         sampler_time: algorithm time of the ``"eks"``/``"aldi"`` stage, or the number of
             ``"uki"`` iterations; None: the recipe's default (10).
         standardize: standardise inputs (and regression targets) inside the estimator; False:
@@ -258,8 +337,13 @@ class EKIRegressor(RegressorMixin, _EKIBase):
 
     Attributes:
         posterior_: the recipe's posterior (:mod:`ekibnn.posterior`) over the network acting on
-            standardised inputs and returning standardised outputs.
-        ensemble_: J parameter samples of it (:class:`ekibnn.bnn.MLP` with a leading axis J).
+            standardised inputs and returning standardised outputs; for ``"laplace"`` a
+            :class:`ekibnn.posterior.LinearisedPosterior` (its predictions are linearised).
+        ensemble_: J parameter samples of a sampled posterior (:class:`ekibnn.bnn.MLP` with a
+            leading axis J; absent for ``"laplace"``, whose weight draws are not samples of
+            the network's posterior).
+        prior_std_: the prior std used (given, or tuned by the evidence).
+        converged_: whether the Jacobian recipe converged (None for the ensemble recipes).
         noise_: observation-noise std in the units of ``y`` (given or estimated).
         history_: per-step mean member misfit ``||(y - G_j) / noise||^2 / m`` over the stages.
         n_iter_: steps taken (all stages).
@@ -268,7 +352,7 @@ class EKIRegressor(RegressorMixin, _EKIBase):
     Example:
         >>> from ekibnn.datasets import tutorial_sine
         >>> X, y = tutorial_sine(n=200)
-        >>> reg = EKIRegressor(ensemble_size=32, num_steps=100).fit(X, y)
+        >>> reg = EKIRegressor(ensemble_size=32).fit(X, y)
         >>> mean, std = reg.predict(X[:5], return_std=True)
         >>> mean.shape, bool((std > 0).all())
         ((5,), True)
@@ -280,14 +364,15 @@ class EKIRegressor(RegressorMixin, _EKIBase):
         activation: str = "tanh",
         parameterization: str = "ntk",
         ensemble_size: int = 100,
-        num_steps: int = 300,
+        num_steps: int | None = None,
         batch_size: int | None = None,
         noise: float | None = None,
-        prior_std: float = 1.0,
+        prior_std: float | None = None,
         inflation: float | None = None,
         dt: float | None = None,
         validation_fraction: float | None = None,
         method: str = recipes.DEFAULT,
+        restarts: int | None = None,
         sampler_time: float | None = None,
         standardize: bool = True,
         random_state: int | np.random.RandomState | None = 0,
@@ -332,7 +417,11 @@ class EKIRegressor(RegressorMixin, _EKIBase):
                 Xs, ys, test_size=n_val, random_state=seed % (2**32)
             )
         estimate = self.noise is None
-        start = _INITIAL_NOISE if estimate else float(self.noise) / float(self.y_scale_)
+        # an unknown noise starts small for EM over an ensemble (from a large one the fit and
+        # the estimate stall together), at std(y) for the evidence (from a small one the MAP
+        # over-fits and the evidence follows it)
+        initial = 1.0 if recipes.get(self._method()).jacobian else _INITIAL_NOISE
+        start = initial if estimate else float(self.noise) / float(self.y_scale_)
         likelihood = regression(jnp.asarray(Xs), jnp.asarray(ys), start)
         fit = self._fit_recipe(seed, Xs, likelihood, 1, estimate)
         self._store(fit, seed)
@@ -344,8 +433,9 @@ class EKIRegressor(RegressorMixin, _EKIBase):
         return self
 
     def sample_predictions(self, X) -> np.ndarray:
-        """Member predictions ``f_j(x)`` in the units of ``y`` (no observation noise):
-        ``(J, n)``."""
+        """Posterior samples of the regression function ``f(x)`` in the units of ``y`` (no
+        observation noise), ``(S, n)``: the members, or for ``"laplace"`` ``ensemble_size``
+        samples of the linearised outputs."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         out = self._member_outputs(X)[..., 0].astype(np.float64)
@@ -353,12 +443,16 @@ class EKIRegressor(RegressorMixin, _EKIBase):
 
     def predict(self, X, return_std: bool = False):
         """Predictive mean ``(n,)``; with ``return_std`` also the predictive std
-        ``sqrt(ensemble variance + noise_^2)``, which includes the observation noise."""
-        members = self.sample_predictions(X)
-        mean = members.mean(axis=0)
+        ``sqrt(epistemic variance + noise_^2)``, which includes the observation noise (the
+        epistemic part is the linearised posterior's for ``"laplace"``, the ensemble's
+        spread otherwise)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        mean, std = self._output_moments(X)
+        mean = mean[:, 0] * self.y_scale_ + self.y_mean_
         if not return_std:
             return mean
-        return mean, np.sqrt(members.var(axis=0) + self.noise_**2)
+        return mean, np.sqrt((std[:, 0] * self.y_scale_) ** 2 + self.noise_**2)
 
 
 class EKIClassifier(ClassifierMixin, _EKIBase):
@@ -373,15 +467,20 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
         activation: ``"tanh"``, ``"relu"``, ``"gelu"``, ``"silu"`` or ``"sin"``.
         parameterization: ``"ntk"`` (weights scaled by ``1/sqrt(fan_in)``: the prior scale does
             not depend on the width) or ``"standard"``.
-        ensemble_size: number of members J (draws of the final Gaussian for ``"uki"``).
-        num_steps: steps of the recipe's ensemble stage.
+        ensemble_size: members J of the ensemble recipes; for ``"laplace"`` the number of
+            samples of the linearised outputs that ``sample_predictions`` returns.
+        num_steps: Levenberg–Marquardt steps per evidence round (``"laplace"``, ``"rml"``) or
+            steps of the ensemble stage; None: the recipe's default.
         batch_size: data points per step (each brings its K one-hot entries); None: all.
-        pseudo_noise: std of the pseudo-noise on the one-hot targets.
-        prior_std: std of the ``N(0, prior_std^2)`` prior on every (raw) parameter.
+        pseudo_noise: std of the pseudo-noise on the one-hot targets (ensemble recipes only;
+            the Jacobian recipes use the categorical likelihood).
+        prior_std: std of the ``N(0, prior_std^2)`` prior on every (raw) parameter; None:
+            tuned by the Laplace evidence for ``"laplace"`` (from 1), 1 for the others.
         inflation: std of the random walk of the ensemble stage (raw-parameter units); None:
             the recipe's default (:data:`ekibnn.recipes.RECIPES`).
         dt: the ensemble stage's step (noise ``Gamma / dt``); None: the recipe's default (1).
         method: the recipe, a name of :data:`ekibnn.recipes.NAMES`.
+        restarts: prior draws ``"laplace"`` starts Levenberg–Marquardt from; None: 4.
         sampler_time: algorithm time of the ``"eks"``/``"aldi"`` stage, or the number of
             ``"uki"`` iterations; None: the recipe's default (10).
         standardize: standardise the inputs inside the estimator.
@@ -391,7 +490,8 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
     Attributes:
         classes_: the class labels.
         posterior_: the recipe's posterior over the logit network (standardised inputs).
-        ensemble_: J parameter samples of it.
+        ensemble_: J parameter samples of a sampled posterior (absent for ``"laplace"``).
+        prior_std_, converged_: as in :class:`EKIRegressor`.
         history_, n_iter_, n_features_in_: as in :class:`EKIRegressor`.
 
     Example:
@@ -408,13 +508,14 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
         activation: str = "tanh",
         parameterization: str = "ntk",
         ensemble_size: int = 100,
-        num_steps: int = 300,
+        num_steps: int | None = None,
         batch_size: int | None = None,
         pseudo_noise: float = DEFAULT_PSEUDO_NOISE,
-        prior_std: float = 1.0,
+        prior_std: float | None = None,
         inflation: float | None = None,
         dt: float | None = None,
         method: str = recipes.DEFAULT,
+        restarts: int | None = None,
         sampler_time: float | None = None,
         standardize: bool = True,
         random_state: int | np.random.RandomState | None = 0,
@@ -451,12 +552,21 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
         self.x_mean_, self.x_scale_ = _standardise(X, self.standardize)
         Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
         labels = encoder.transform(y).astype(np.int32)
-        likelihood = classification(jnp.asarray(Xs), labels, k, float(self.pseudo_noise))
-        self._store(self._fit_recipe(seed, Xs, likelihood, k, False), seed)
+        if recipes.get(self._method()).jacobian:  # the categorical likelihood on the logits
+            logits = RegressionForward(jnp.asarray(Xs), k)
+            obs = Observation(labels.astype(np.float32), 1.0)
+            likelihood = Likelihood(logits, logits.points, obs)
+            fit = self._fit_recipe(seed, Xs, likelihood, k, False, Categorical(k))
+        else:
+            likelihood = classification(jnp.asarray(Xs), labels, k, float(self.pseudo_noise))
+            fit = self._fit_recipe(seed, Xs, likelihood, k, False)
+        self._store(fit, seed)
         return self
 
     def sample_predictions(self, X) -> np.ndarray:
-        """Member class probabilities ``(J, n, K)`` (columns ordered as ``classes_``)."""
+        """Class probabilities of ``ensemble_size`` posterior samples ``(S, n, K)`` (columns
+        ordered as ``classes_``): the members, or for ``"laplace"`` the softmax of samples of
+        the linearised logits."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         logits = self._member_outputs(X).astype(np.float64)
@@ -465,8 +575,16 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
         return probs / probs.sum(axis=-1, keepdims=True)
 
     def predict_proba(self, X) -> np.ndarray:
-        """Ensemble-averaged class probabilities ``(n, K)`` (columns ordered as ``classes_``)."""
-        return self.sample_predictions(X).mean(axis=0)
+        """Posterior predictive class probabilities ``(n, K)`` (columns ordered as
+        ``classes_``): for ``"laplace"`` the linearised predictive by the pairwise probit
+        approximation, otherwise the members' probabilities averaged."""
+        check_is_fitted(self)
+        if not self._linearised:
+            return self.sample_predictions(X).mean(axis=0)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        post = self.posterior_
+        blocks, n = self._blocks(X, lambda fn: np.asarray(post.predict_proba(fn)))
+        return np.concatenate(blocks)[:n].astype(np.float64)
 
     def predict_log_proba(self, X) -> np.ndarray:
         """Logarithm of :meth:`predict_proba`."""

@@ -325,11 +325,7 @@ class LinearisedPosterior(Posterior):
         if key is not None:
             return jnp.mean(jax.nn.softmax(self.sample_outputs(fn, key, num), axis=-1), axis=0)
 
-        def gaps(params):
-            logits = fn(params)
-            return logits[..., :, None] - logits[..., None, :]
-
-        gap, spread = self.predict(gaps)
+        gap, spread = self.predict(_LogitGaps(fn))
         probs = 1 / jnp.sum(jnp.exp(-gap / jnp.sqrt(1 + jnp.pi / 8 * spread**2)), axis=-1)
         return probs / jnp.sum(probs, axis=-1, keepdims=True)
 
@@ -337,6 +333,17 @@ class LinearisedPosterior(Posterior):
         """The dense ``(p, p)`` parameter covariance ``C_0^{1/2} Sigma_z C_0^{1/2}``. For small
         ``p`` and tests only: predictions never form it."""
         return _dense_covariance(self)
+
+
+class _LogitGaps(eqx.Module):
+    """``f_k - f_j`` for every pair of classes, ``(..., K, K)``: a module, so that the arrays
+    of ``fn`` stay traced and every call of the same shapes reuses one compilation."""
+
+    fn: Callable
+
+    def __call__(self, params: PyTree) -> Array:
+        logits = self.fn(params)
+        return logits[..., :, None] - logits[..., None, :]
 
 
 @eqx.filter_jit

@@ -304,6 +304,10 @@ def run(
 
     bar = tqdm(total=num_steps, initial=steps, disable=not progress, desc="ekibnn", unit="step")
     last_saved = steps
+    if blas_threads:
+        # XLA's CPU linear algebra calls SciPy's LAPACK: load it now, or threadpoolctl cannot
+        # see (and limit) its BLAS yet (measured: the tutorial fit 10.8 s -> 8.7 s on 2 cores)
+        import scipy.linalg  # noqa: F401
     limits = threadpool_limits(blas_threads, user_api="blas") if blas_threads else None
     try:
         with explain_out_of_memory(**_sizes(algo, particles)):

@@ -107,6 +107,11 @@ class RegressionForward(eqx.Module):
     def __call__(self, model: PyTree) -> Array:
         return model(self.X).reshape(-1)
 
+    def points(self, model: PyTree, indices: Array) -> Array:
+        """All outputs of the points ``indices`` (``len(indices) * num_outputs`` values, row
+        major): e.g. the logits of those points for a categorical likelihood."""
+        return model(self.X[indices]).reshape(-1)
+
     def indexed(self, model: PyTree, indices: Array) -> Array:
         """The outputs at the flat indices ``indices`` only (a minibatch)."""
         k = self.num_outputs

@@ -18,9 +18,14 @@ scales start at 1), one round is
    i.e. ``alpha <- gamma / |theta* - m_0|^2`` and ``sigma^2 <- |y - G|^2 / (m - gamma)`` for an
    isotropic prior ``N(m_0, alpha^{-1} I)`` and noise ``sigma^2 I``.
 
-Rounds stop when both scales change by less than ``tol`` (relative) or after ``max_rounds``;
-the scales then stay those of the last MAP. For a linear-Gaussian model the Laplace evidence is
-exact and the fixed point is the exact type-II maximum. What the user set is respected:
+A safeguard keeps the rounds monotone in the evidence: for a network the fixed-point update
+can overshoot (a smaller noise lets the MAP fit more, which lowers the next estimate again), so
+a round whose log evidence is below the best so far is rejected: the MAP and scales go back to
+the best round's and the step in ``(log tau, log kappa)`` is halved. Rounds stop when the step
+is below ``tol`` (relative; a fixed point, or no better point along the update), when a round
+raises the log evidence by less than ``evidence_tol`` nats, or after ``max_rounds``; the
+result is the round with the highest evidence. For a linear-Gaussian model the Laplace
+evidence is exact and the fixed point is the exact type-II maximum. What the user set is respected:
 ``tune_noise=False`` keeps the given noise, ``tune_prior=False`` the given prior; the fitted
 values are in the state (``noise_scale``, ``prior_scale``) and in :meth:`Evidence.fitted`.
 
@@ -53,9 +58,19 @@ from ekibnn.observations import Observation
 from ekibnn.posterior import LinearisedPosterior
 from ekibnn.priors import GaussianPrior
 
-__all__ = ["Evidence", "EvidenceInfo", "EvidenceState", "Fitted", "evidence"]
+__all__ = ["BestRound", "Evidence", "EvidenceInfo", "EvidenceState", "Fitted", "evidence"]
 
 _SCALE_RANGE = (1e-6, 1e6)  # the scales are kept inside (a group the data do not determine)
+
+
+class BestRound(NamedTuple):
+    """The round with the highest log evidence (see :class:`EvidenceState`)."""
+
+    lm: GaussNewtonState
+    noise_scale: Float[Array, ""]
+    prior_scale: Float[Array, ""]
+    log_evidence: Float[Array, ""]
+    gamma: Float[Array, ""]
 
 
 class EvidenceState(NamedTuple):
@@ -69,8 +84,11 @@ class EvidenceState(NamedTuple):
         gamma: the effective number of parameters there.
         rounds: rounds finished.
         step: LM steps taken in all.
-        settled: the scales changed by less than ``tol`` in the last round.
+        settled: the last step in the scales was below ``tol``.
         done: settled, or ``max_rounds`` rounds finished.
+        best: the round with the highest log evidence so far: its LM state, ``tau``,
+            ``kappa``, log evidence and ``gamma`` (``best.log_evidence`` is NaN before the
+            first round).
     """
 
     lm: GaussNewtonState
@@ -82,6 +100,7 @@ class EvidenceState(NamedTuple):
     step: Int[Array, ""]
     settled: Bool[Array, ""]
     done: Bool[Array, ""]
+    best: BestRound
 
     @property
     def particles(self) -> PyTree:
@@ -155,6 +174,7 @@ class Evidence(Algorithm):
     tune_prior: bool = eqx.field(static=True)
     max_rounds: int = eqx.field(static=True)
     tol: float = eqx.field(static=True)
+    evidence_tol: float = eqx.field(static=True)
     rank: int | None = eqx.field(static=True)
 
     name: ClassVar[str] = "Laplace evidence"
@@ -177,17 +197,18 @@ class Evidence(Algorithm):
         scales at 1."""
         lm = self.lm.init(particles)
         dtype = lm.x.dtype
-        one = jnp.ones((), dtype)
+        one, nan = jnp.ones((), dtype), jnp.full((), jnp.nan, dtype)
         return EvidenceState(
             lm=lm,
             noise_scale=one,
             prior_scale=one,
-            log_evidence=jnp.full((), jnp.nan, dtype),
-            gamma=jnp.full((), jnp.nan, dtype),
+            log_evidence=nan,
+            gamma=nan,
             rounds=jnp.zeros((), jnp.int32),
             step=jnp.zeros((), jnp.int32),
             settled=jnp.asarray(False),
             done=jnp.asarray(False),
+            best=BestRound(lm, one, one, nan, nan),
         )
 
     def _round_end(self, algo: GaussNewton, state: EvidenceState, key: PRNGKeyArray):
@@ -214,26 +235,39 @@ class Evidence(Algorithm):
             m = model.obs.size
             rss_base = 2 * factor.loss * state.noise_scale**2
             tau = jnp.clip(jnp.sqrt(rss_base / jnp.maximum(m - gamma, 1e-6 * m)), low, high)
-        change = jnp.maximum(
-            jnp.abs(jnp.log(tau / state.noise_scale)), jnp.abs(jnp.log(kappa / state.prior_scale))
+        # the safeguard (module docstring): keep the best round; after a worse one, go back
+        # to it and halve the step
+        best = state.best
+        improved = jnp.isnan(best.log_evidence) | (evidence >= best.log_evidence)
+        best = jax.tree_util.tree_map(
+            lambda new, old: jnp.where(improved, new, old),
+            BestRound(lm, state.noise_scale, state.prior_scale, evidence, gamma),
+            best,
         )
-        settled = change <= self.tol
+        tau = jnp.where(improved, tau, jnp.sqrt(best.noise_scale * state.noise_scale))
+        kappa = jnp.where(improved, kappa, jnp.sqrt(best.prior_scale * state.prior_scale))
+        change = jnp.maximum(
+            jnp.abs(jnp.log(tau / best.noise_scale)), jnp.abs(jnp.log(kappa / best.prior_scale))
+        )
+        gain = evidence - state.best.log_evidence  # NaN in the first round
+        settled = (change <= self.tol) | (improved & (gain <= self.evidence_tol))
         rounds = state.rounds + 1
         done = settled | (rounds >= self.max_rounds)
-        fresh = lm._replace(  # the next round: same points, new scales
+        fresh = best.lm._replace(  # the next round: from the best MAP, at the new scales
             converged=jnp.zeros_like(lm.converged),
             step=jnp.zeros_like(lm.step),
             done=jnp.asarray(False),
         )
         return state._replace(
-            lm=jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), lm, fresh),
-            noise_scale=jnp.where(done, state.noise_scale, tau),
-            prior_scale=jnp.where(done, state.prior_scale, kappa),
-            log_evidence=evidence,
-            gamma=gamma,
+            lm=jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), best.lm, fresh),
+            noise_scale=jnp.where(done, best.noise_scale, tau),
+            prior_scale=jnp.where(done, best.prior_scale, kappa),
+            log_evidence=jnp.where(done, best.log_evidence, evidence),
+            gamma=jnp.where(done, best.gamma, gamma),
             rounds=rounds,
             settled=settled,
             done=done,
+            best=best,
         )
 
     def step(self, key: PRNGKeyArray, state: EvidenceState) -> tuple[EvidenceState, EvidenceInfo]:
@@ -284,6 +318,7 @@ def evidence(
     group: PyTree | None = None,
     max_rounds: int = 30,
     tol: float = 1e-3,
+    evidence_tol: float = 1e-2,
     rank: int | None = None,
 ) -> Evidence:
     """Wrap a Levenberg–Marquardt solver (:func:`ekibnn.gauss_newton`) in the Laplace-evidence
@@ -300,6 +335,9 @@ def evidence(
             physical parameter; a scalar per leaf broadcasts).
         max_rounds: at most this many rounds.
         tol: stop when both scales change by less than this (relative) in a round.
+        evidence_tol: also stop when a round raises the log evidence by less than this (in
+            nats; e.g. a prior scale shrinking towards 0 on data with no signal, where the
+            scales never settle but the evidence does).
         rank: the factor's rank (None: exact; see :func:`ekibnn.laplace`).
 
     Returns:
@@ -364,5 +402,6 @@ def evidence(
         tune_prior=bool(tune_prior),
         max_rounds=check_positive_int("max_rounds", max_rounds, "pass e.g. max_rounds=30"),
         tol=check_number("tol", tol, 0.0, strict=True),
+        evidence_tol=check_number("evidence_tol", evidence_tol, 0.0),
         rank=None if rank is None else check_positive_int("rank", rank, "pass e.g. 200"),
     )

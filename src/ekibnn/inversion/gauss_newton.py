@@ -50,8 +50,13 @@ step (``lambda <= 1``: at most the prior's precision added) changes the objectiv
 predicted to change it, by at most ``0.5 atol^2 + rtol |Phi|``: the predicted decrease is
 half the squared Newton decrement, the distance to the Gauss–Newton minimiser in the
 posterior's own metric, so ``atol`` is that distance in posterior standard deviations (default
-0.01), and ``rtol`` (default ``100 eps``) a floor for the round-off of ``Phi``. It is then
-frozen. The state is ``done`` when every start has converged or after ``max_steps`` steps;
+0.01), and ``rtol`` (default ``100 eps``) a floor for the round-off of ``Phi``. A start has
+also converged when a step is rejected while it changes, and is predicted to change, the
+objective by less than ``rtol |Phi|`` (MINPACK's ``ftol`` test, Moré 1978): the precision of
+``Phi`` is reached, and raising ``lambda`` further would only shrink steps nothing can
+measure (without this test, float32 round-off near the minimum drives ``lambda`` up for
+ever). The start is then frozen. The state is ``done`` when every start has converged or
+after ``max_steps`` steps;
 ``state.converged`` says which did (a run that hit ``max_steps`` shows it there and in
 ``info.num_converged``).
 
@@ -611,9 +616,11 @@ class GaussNewton(Algorithm):
         lam_accept = lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         lam_new = jnp.minimum(jnp.where(accepted, lam_accept, lam * growth), _MAX_DAMPING)
         growth_new = jnp.where(accepted, 2.0, jnp.minimum(2.0 * growth, _MAX_DAMPING))
-        tol = self._rtol(x.dtype) * jnp.abs(phi) + 0.5 * self.atol**2
+        roundoff = self._rtol(x.dtype) * jnp.abs(phi)
+        tol = roundoff + 0.5 * self.atol**2
         small = jnp.maximum(jnp.abs(jnp.where(jnp.isfinite(actual), actual, jnp.inf)), predicted)
-        now_converged = jnp.isfinite(phi) & (lam <= 1.0) & (small <= tol)
+        unmeasurable = ~accepted & (small <= roundoff)
+        now_converged = jnp.isfinite(phi) & (((lam <= 1.0) & (small <= tol)) | unmeasurable)
         keep = converged | ~accepted
         return _Update(
             x=jnp.where(keep, x, anchor + model.scale * z_trial),

@@ -12,8 +12,7 @@ logit, reported back in constrained space); ``y = [y_u (n_u); y_b (n_b); f(x_f) 
 noise stds ``[noise_u; noise_b; noise_f]``; ``PINNProblem.layout`` gives the slices.
 
 How well the recipes reproduce NUTS on the ready-made problems is measured by
-``benchmarks/bpinn.py`` and ``benchmarks/fidelity_suite.py``; ``docs/algorithms.md`` has the
-tables.
+``benchmarks/bpinn.py``; ``docs/algorithms.md`` has the tables.
 
 Posterior samples of the physical parameters (and of u at given points) export to ArviZ with
 :func:`to_inference_data` (optional dependency ``ekibnn[arviz]``).

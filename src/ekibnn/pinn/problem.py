@@ -344,8 +344,10 @@ class PINNProblem:
 
 
 # --------------------------------------------------------------------------------- fitting
-#: The recipes :func:`fit` accepts: every name of :data:`ekibnn.recipes.NAMES`.
-METHODS = recipes.NAMES
+#: The recipes :func:`fit` accepts: the derivative-free ones,
+#: :data:`ekibnn.recipes.ENSEMBLE_NAMES` (for the Jacobian methods on a B-PINN, call
+#: :func:`ekibnn.gauss_newton` and :func:`ekibnn.laplace` on ``problem.forward_fn``).
+METHODS = recipes.ENSEMBLE_NAMES
 
 #: The default recipe of :func:`fit` and :func:`ekibnn.pinn.run_pinn`.
 DEFAULT_METHOD = "eki"
@@ -382,6 +384,14 @@ def fit(
             most :data:`ekibnn.recipes.UKI_MAX_PARAMS` parameters; ALDI: ``J >= p + 2``).
     """
     recipe = recipes.get(method)
+    if recipe.jacobian:
+        raise input_error(
+            "method",
+            f"a derivative-free recipe, one of {', '.join(METHODS)}",
+            repr(method),
+            "for a Jacobian fit of a B-PINN call ek.gauss_newton(problem.forward_fn, "
+            "problem.observation(), problem.prior()) and ek.laplace / its posterior directly",
+        )
     merged = recipe.settings(ensemble_size=ensemble_size, num_steps=max_steps, **settings)
     recipes.check_sizes(method, problem.prior().num_params, int(merged["ensemble_size"]))
     inverse = recipes.Problem(problem.forward_fn, problem.observation(), problem.prior())
