@@ -215,7 +215,7 @@ def ensemble_size(method: str, J: int, p: int) -> int:
 
 
 def estimator(method, sampler_time, sz, **kw) -> EKIRegressor:
-    if sampler_time is None:
+    if sampler_time is None and method not in JACOBIAN:
         sampler_time = sz["sampler_time"]  # None (the defaults) unless --quick
     return EKIRegressor(method=method, sampler_time=sampler_time, **kw)
 
