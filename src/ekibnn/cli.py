@@ -597,7 +597,7 @@ def _fit(
     epilog=EXIT_CODES,
     help="Bayesian PINN inverse problem: posterior of the physical parameters and of u; writes "
     "metrics.json, solution.png and parameters.png.\n\n\b\nRecipes (--method): "
-    + ", ".join(recipes.ENSEMBLE_NAMES),  # \b: not rewrapped, so no name is split at its hyphen
+    + ", ".join(recipes.NAMES),  # \b: not rewrapped, so no name is split at its hyphen
 )
 def pinn(
     ctx: typer.Context,
@@ -611,7 +611,7 @@ def pinn(
             help="Inversion recipe, one of those listed above (see ekibnn.pinn.fit; uki: at "
             f"most {recipes.UKI_MAX_PARAMS} parameters, aldi: ensemble >= p + 2)."
         ),
-    ] = "eki",
+    ] = recipes.DEFAULT,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/pinn"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     scale: Scale = 1.0,
@@ -625,11 +625,11 @@ def pinn(
         "pass e.g. poisson1d",
     )
     _require(
-        method in recipes.ENSEMBLE_NAMES,
+        method in recipes.NAMES,
         "--method",
-        f"one of {', '.join(recipes.ENSEMBLE_NAMES)}",
+        f"one of {', '.join(recipes.NAMES)}",
         repr(method),
-        "pass e.g. --method eki (the default)",
+        f"pass e.g. --method {recipes.DEFAULT} (the default)",
     )
     _require(
         0 < noise < math.inf,
@@ -652,6 +652,8 @@ def pinn(
         scale=scale,
         progress=progress,
     )
+    for message in report["warnings"]:
+        typer.echo(f"warning: {message}", err=True)
     for name, post in report["parameters"].items():
         typer.echo(f"{name:>8s}: {post['mean']:.4g} +- {post['std']:.3g} (true {post['true']})")
     shown = ("rel_l2_u", "rel_l2_f", "coverage_u_95", "wall_time_s")

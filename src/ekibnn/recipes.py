@@ -164,9 +164,6 @@ RECIPES: dict[str, Recipe] = {
 #: Every recipe name, in registry order.
 NAMES: tuple[str, ...] = tuple(RECIPES)
 
-#: The recipes that use no Jacobian (forward evaluations only): what :mod:`ekibnn.pinn` runs.
-ENSEMBLE_NAMES: tuple[str, ...] = tuple(n for n, r in RECIPES.items() if not r.jacobian)
-
 #: The recipe used when none is named.
 DEFAULT = "laplace"
 

@@ -1,10 +1,13 @@
-"""Bayesian PINNs solved with ensemble Kalman inversion.
+"""Bayesian PINNs solved with the Kalman family (by default Levenberg–Marquardt in Kalman form
+and the linearised-Laplace posterior; the ensemble recipes by name).
 
 A :class:`PINNProblem` turns a solution network, a PDE operator written with JAX autodiff at one
 point, boundary and measurement data, per-group noise and physical parameters with priors and
 constraints into ``forward_fn`` and an :class:`ekibnn.Observation` laid out as
 ``[u data; boundary data; f at residual points]``. :func:`fit` runs the Kalman recipe,
-:func:`evaluate` summarises an ensemble, :func:`run_pinn` does both for a ready-made problem.
+:func:`draws` gives posterior draws of ``u``, ``N[u; k]`` and the physical parameters (an
+ensemble's members, or samples of a linearised posterior's linearised outputs),
+:func:`evaluate` summarises them, :func:`run_pinn` does all for a ready-made problem.
 
 Layout of the state and the data (see :mod:`ekibnn.pinn.problem`): one member is
 ``{"net": MLP, "phys": {name: z}}`` with ``z`` unconstrained (``Positive``: log, ``Bounded``:
@@ -32,9 +35,11 @@ from ekibnn.pinn.problem import (
     DEFAULT_METHOD,
     GROUPS,
     METHODS,
+    Draws,
     PhysicalParam,
     PINNProblem,
     dirichlet,
+    draws,
     evaluate,
     fit,
     laplacian,
@@ -54,6 +59,7 @@ __all__ = [
     "METHODS",
     "PROBLEMS",
     "Bounded",
+    "Draws",
     "Identity",
     "PINNProblem",
     "PhysicalParam",
@@ -62,6 +68,7 @@ __all__ = [
     "damped_oscillator",
     "diffusion_reaction2d",
     "dirichlet",
+    "draws",
     "evaluate",
     "fit",
     "laplacian",

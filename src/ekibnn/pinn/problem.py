@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -54,9 +55,11 @@ from ekibnn.priors import GaussianPrior
 
 __all__ = [
     "GROUPS",
+    "Draws",
     "PINNProblem",
     "PhysicalParam",
     "dirichlet",
+    "draws",
     "laplacian",
 ]
 
@@ -344,13 +347,12 @@ class PINNProblem:
 
 
 # --------------------------------------------------------------------------------- fitting
-#: The recipes :func:`fit` accepts: the derivative-free ones,
-#: :data:`ekibnn.recipes.ENSEMBLE_NAMES` (for the Jacobian methods on a B-PINN, call
-#: :func:`ekibnn.gauss_newton` and :func:`ekibnn.laplace` on ``problem.forward_fn``).
-METHODS = recipes.ENSEMBLE_NAMES
+#: The recipes :func:`fit` accepts: every name of :data:`ekibnn.recipes.NAMES`.
+METHODS = recipes.NAMES
 
-#: The default recipe of :func:`fit` and :func:`ekibnn.pinn.run_pinn`.
-DEFAULT_METHOD = "eki"
+#: The default recipe of :func:`fit` and :func:`ekibnn.pinn.run_pinn`: Levenberg–Marquardt
+#: from prior draws to the MAP, then the linearised-Laplace posterior there.
+DEFAULT_METHOD = recipes.DEFAULT
 
 
 def fit(
@@ -384,14 +386,6 @@ def fit(
             most :data:`ekibnn.recipes.UKI_MAX_PARAMS` parameters; ALDI: ``J >= p + 2``).
     """
     recipe = recipes.get(method)
-    if recipe.jacobian:
-        raise input_error(
-            "method",
-            f"a derivative-free recipe, one of {', '.join(METHODS)}",
-            repr(method),
-            "for a Jacobian fit of a B-PINN call ek.gauss_newton(problem.forward_fn, "
-            "problem.observation(), problem.prior()) and ek.laplace / its posterior directly",
-        )
     merged = recipe.settings(ensemble_size=ensemble_size, num_steps=max_steps, **settings)
     recipes.check_sizes(method, problem.prior().num_params, int(merged["ensemble_size"]))
     inverse = recipes.Problem(problem.forward_fn, problem.observation(), problem.prior())
@@ -406,24 +400,87 @@ def fit(
     )
 
 
-def evaluate(problem: PINNProblem, particles: PyTree, n_grid: int = 201) -> dict:
-    """Posterior summaries of an ensemble (or of posterior samples in the same layout).
+class Draws(NamedTuple):
+    """Posterior draws of a B-PINN's outputs at the rows of ``x``.
+
+    Attributes:
+        u: ``(S, n)`` draws of ``u``.
+        f: ``(S, n)`` draws of ``N[u; k]``.
+        phys: ``{name: (S,)}`` draws of the constrained physical parameters.
+    """
+
+    u: np.ndarray
+    f: np.ndarray
+    phys: dict[str, np.ndarray]
+
+
+def draws(
+    problem: PINNProblem, posterior: Any, x: ArrayLike, key: Array | None = None, num: int = 200
+) -> Draws:
+    """Posterior draws of ``u``, ``N[u; k]`` and the physical parameters at the rows of ``x``.
+
+    Args:
+        problem: the B-PINN problem.
+        posterior: an ensemble (parameter pytree with a leading axis: its members are the
+            draws), an :class:`ekibnn.posterior.EnsemblePosterior`, or a
+            :class:`ekibnn.posterior.LinearisedPosterior` (``num`` samples of the
+            **linearised** outputs, JVPs at the MAP: never weight draws pushed through the
+            network, see that class).
+        x: ``(n, d)`` points.
+        key: PRNG key of the linearised samples (None: ``jax.random.key(0)``).
+        num: number of linearised samples.
+
+    Returns:
+        :class:`Draws`.
+    """
+    from ekibnn.posterior import EnsemblePosterior, LinearisedPosterior
+
+    if isinstance(posterior, EnsemblePosterior):
+        posterior = posterior.particles
+    if not isinstance(posterior, LinearisedPosterior):
+        phys = problem.constrained(posterior["phys"])
+        return Draws(
+            np.asarray(problem.predict_u(posterior, x)),
+            np.asarray(problem.predict_f(posterior, x)),
+            {k: np.asarray(v) for k, v in phys.items()},
+        )
+    xj = jnp.asarray(_points("x", x, problem.dim), jnp.result_type(float))
+    names = list(problem.phys)
+
+    def u_of(params):
+        return params["net"](xj)[:, 0]
+
+    def f_of(params):
+        u = problem.scalar_field(params["net"])
+        return problem.operator_values(u, problem.constrained(params["phys"]), xj)
+
+    def phys_of(params):
+        values = problem.constrained(params["phys"])
+        return jnp.stack([jnp.asarray(values[k]).reshape(()) for k in names])
+
+    key = jax.random.key(0) if key is None else key
+    out = [np.asarray(posterior.sample_outputs(fn, key, num)) for fn in (u_of, f_of, phys_of)]
+    return Draws(out[0], out[1], {k: out[2][:, i] for i, k in enumerate(names)})
+
+
+def evaluate(
+    problem: PINNProblem, posterior: Any, n_grid: int = 201, *, key: Array | None = None
+) -> dict:
+    """Posterior summaries of an ensemble or a linearised posterior (see :func:`draws`).
 
     Returns a dict with ``"parameters"`` (``{name: {"mean", "std", "true"}}`` in constrained
-    space), ``"rel_l2_u"`` (relative L2 error of the ensemble-mean ``u`` on a regular grid of
-    :attr:`PINNProblem.domain`), ``"rel_l2_f"`` (the same for the ensemble mean of
-    ``N[u_j; k_j]`` against the exact ``f``; the RMS error where ``f = 0``) and
-    ``"coverage_u_95"`` (share of the grid where the exact ``u`` lies between the ensemble's
-    2.5% and 97.5% quantiles; model uncertainty only).
+    space), ``"rel_l2_u"`` (relative L2 error of the posterior-mean ``u`` on a regular grid of
+    :attr:`PINNProblem.domain`), ``"rel_l2_f"`` (the same for the posterior mean of
+    ``N[u; k]`` against the exact ``f``; the RMS error where ``f = 0``), ``"coverage_u_95"``
+    (share of the grid where the exact ``u`` lies between the draws' 2.5% and 97.5% quantiles;
+    model uncertainty only) and ``"u_std"`` (the mean posterior std of ``u`` on the grid).
     """
     x = problem.grid(n_grid)
     xj = jnp.asarray(x, jnp.result_type(float))
     u_true = np.asarray(jax.vmap(problem.exact_u)(xj))
     f_true = np.asarray(jax.vmap(problem.exact_f)(xj))
-    u = np.asarray(problem.predict_u(particles, x))
-    f = np.asarray(problem.predict_f(particles, x))
+    u, f, phys = draws(problem, posterior, x, key)
     lo, hi = np.quantile(u, [0.025, 0.975], axis=0)
-    phys = problem.constrained(particles["phys"])
     params = {
         k: {
             "mean": float(np.mean(v)),
@@ -444,4 +501,5 @@ def evaluate(problem: PINNProblem, particles: PyTree, n_grid: int = 201) -> dict
         "rel_l2_u": rel(u.mean(0), u_true),
         "rel_l2_f": rel(f.mean(0), f_true),
         "coverage_u_95": float(np.mean((u_true >= lo) & (u_true <= hi))),
+        "u_std": float(np.mean(u.std(0))),
     }
