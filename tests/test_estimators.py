@@ -371,3 +371,13 @@ def test_unconverged_fit_warns_and_says_so(sine):
     with pytest.warns(ConvergenceWarning, match="num_steps=2 "):
         reg = small_regressor(num_steps=2, noise=0.1, prior_std=1.0).fit(X, y)
     assert reg.converged_ is False
+
+
+@pytest.mark.parametrize(
+    "labels", [np.array([None, 1] * 10, dtype=object), np.array([None, "a"] * 10, dtype=object)]
+)
+def test_classifier_labels_with_none_get_a_clear_error(labels):
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(ValueError, match=r"EKIClassifier\.fit y: expected class labels") as err:
+        small_classifier().fit(X, labels)
+    assert "fix:" in str(err.value)

@@ -531,12 +531,13 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
         try:
             check_classification_targets(y)
             encoder = LabelEncoder().fit(y)
-        except TypeError as err:  # e.g. None among string labels
+        except (TypeError, ValueError) as err:  # None among labels, continuous targets, ...
             raise input_error(
                 "EKIClassifier.fit y",
-                "class labels of one type (all strings or all numbers)",
+                "class labels of one type (all strings or all integers)",
                 f"{type(err).__name__}: {err}",
-                "clean the labels (no None / NaN among them)",
+                "clean the labels (no None / NaN among them); for a continuous target use "
+                "EKIRegressor",
             ) from None
         classes = encoder.classes_
         if len(classes) < 2:
