@@ -381,3 +381,11 @@ def test_classifier_labels_with_none_get_a_clear_error(labels):
     with pytest.raises(ValueError, match=r"EKIClassifier\.fit y: expected class labels") as err:
         small_classifier().fit(X, labels)
     assert "fix:" in str(err.value)
+
+
+def test_huge_float32_targets_predict_finite_values():
+    """float32 targets near 1e20: their float32 variance overflows; the statistics are float64."""
+    X = np.random.default_rng(0).normal(size=(30, 1))
+    y = (1e20 * (1 + 0.1 * X[:, 0])).astype(np.float32)
+    mean = small_regressor().fit(X, y).predict(X)
+    assert np.all(np.isfinite(mean)) and np.allclose(mean, y, rtol=0.05)

@@ -386,6 +386,8 @@ class EKIRegressor(RegressorMixin, _EKIBase):
             X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
             if np.asarray(y).dtype.kind not in "biuf":
                 raise TypeError(f"targets of dtype {np.asarray(y).dtype}")
+            # float64 statistics: float32 targets near 1e20 overflow their own variance
+            y = np.asarray(y, np.float64)
         except TypeError as err:  # e.g. string targets
             raise input_error(
                 "EKIRegressor.fit y",
