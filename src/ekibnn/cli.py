@@ -523,13 +523,12 @@ def _fit(
         The report and the names of the figures to print.
     """
     import time
-    import warnings
 
     import numpy as np
     from sklearn.model_selection import train_test_split
 
     from ekibnn import metrics, plotting
-    from ekibnn.errors import ConvergenceWarning
+    from ekibnn.errors import convergence_recorded
     from ekibnn.estimators import EKIClassifier, EKIRegressor
 
     X_tr, X_te, y_tr, y_te = train_test_split(
@@ -542,19 +541,13 @@ def _fit(
     start = time.perf_counter()
     report: dict = {"task": kind, "n_train": len(y_tr), "n_test": len(y_te)}
     estimator = EKIRegressor if kind == "regression" else EKIClassifier
-    with warnings.catch_warnings(record=True) as caught:
-        # a fit that did not converge is reported (stderr and metrics.json), not fatal
-        warnings.simplefilter("always", ConvergenceWarning)
+    with convergence_recorded() as messages:  # reported (stderr, metrics.json), not fatal
         model = estimator(**settings).fit(X_tr, y_tr)
     report["wall_time_s"] = time.perf_counter() - start
     report["converged"] = model.converged_
-    report["warnings"] = []
-    for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
-            report["warnings"].append(str(w.message))
-            typer.echo(f"warning: {w.message}", err=True)
-        else:  # anything else keeps its usual treatment
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    report["warnings"] = messages
+    for message in messages:
+        typer.echo(f"warning: {message}", err=True)
     if kind == "regression":
         mean, std = model.predict(X_te, return_std=True)
         levels = np.linspace(0.05, 0.95, 19)

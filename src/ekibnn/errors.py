@@ -9,6 +9,7 @@ __all__ = [
     "ConvergenceWarning",
     "InputError",
     "OutOfMemoryError",
+    "convergence_recorded",
     "explain_out_of_memory",
     "input_error",
 ]
@@ -129,3 +130,22 @@ class ConvergenceWarning(UserWarning):
     """An iterative fit stopped at its step budget before its convergence test passed (the
     result is returned, but it is not the converged answer): raise the budget the message
     names, or check the model."""
+
+
+@contextlib.contextmanager
+def convergence_recorded() -> Iterator[list[str]]:
+    """Collect the :class:`ConvergenceWarning` messages raised inside the block into the
+    yielded list (filled when the block ends) instead of emitting them, whatever the warning
+    filters say (e.g. ``-W error``); every other warning is emitted as usual. For reports
+    (``metrics.json``) that state a fit did not converge rather than die of it."""
+    import warnings
+
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        yield messages
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            messages.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -412,7 +412,7 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
         # the restarts at the starting scales pick the basin; the evidence rounds then refine
         # the best start alone (R = 1: a quarter of the cost per step for 4 restarts)
         first = run(key_run, algo, starts, steps, progress=s["progress"])
-        starts = jax.tree_util.tree_map(lambda a: a[first.state.best][None], first.state.particles)
+        starts = jax.tree_util.tree_map(lambda a: a[None], first.state.map)
         key_run, taken = jax.random.fold_in(key_run, 1), first.num_steps
     if tuned:
         algo = evidence(

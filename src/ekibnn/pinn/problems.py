@@ -23,7 +23,6 @@ std of all three groups), a ``seed`` for the measurement noise and sensor placem
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 
 import jax
@@ -32,7 +31,7 @@ import numpy as np
 
 from ekibnn import recipes
 from ekibnn.bnn.models import MLP
-from ekibnn.errors import ConvergenceWarning, input_error
+from ekibnn.errors import convergence_recorded, input_error
 from ekibnn.pinn.problem import (
     DEFAULT_METHOD,
     PhysicalParam,
@@ -337,9 +336,7 @@ def run_pinn(
     max_steps = max(20, round(400 * scale)) if jacobian else max(5, round(200 * scale))
     start = time.perf_counter()
     key_fit, key_draw = jax.random.split(jax.random.key(seed))
-    with warnings.catch_warnings(record=True) as caught:
-        # a fit that did not converge is reported in the metrics, not raised
-        warnings.simplefilter("always", ConvergenceWarning)
+    with convergence_recorded() as messages:  # reported in the metrics, not raised
         result = fit(
             problem,
             key_fit,
@@ -362,13 +359,10 @@ def run_pinn(
         initial_misfit=float(result.history.misfit[0]),
         final_misfit=float(result.history.misfit[-1]),
         converged=result.converged,
-        warnings=[str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)],
+        warnings=messages,
         problem=problem_name,
         noise=float(noise),
     )
-    for w in caught:  # anything else keeps its usual treatment
-        if not issubclass(w.category, ConvergenceWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if out is not None:
         write_json(out / "metrics.json", metrics)
         _plot(problem, posterior, out, key_draw)
