@@ -446,21 +446,27 @@ def draws(
         )
     xj = jnp.asarray(_points("x", x, problem.dim), jnp.result_type(float))
     names = list(problem.phys)
-
-    def u_of(params):
-        return params["net"](xj)[:, 0]
-
-    def f_of(params):
-        u = problem.scalar_field(params["net"])
-        return problem.operator_values(u, problem.constrained(params["phys"]), xj)
-
-    def phys_of(params):
-        values = problem.constrained(params["phys"])
-        return jnp.stack([jnp.asarray(values[k]).reshape(()) for k in names])
-
     key = jax.random.key(0) if key is None else key
-    out = [np.asarray(posterior.sample_outputs(fn, key, num)) for fn in (u_of, f_of, phys_of)]
-    return Draws(out[0], out[1], {k: out[2][:, i] for i, k in enumerate(names)})
+    drawn = np.asarray(posterior.sample_outputs(_Outputs(problem, xj), key, num))
+    n = xj.shape[0]
+    phys = drawn[:, 2 * n :]
+    return Draws(drawn[:, :n], drawn[:, n : 2 * n], {k: phys[:, i] for i, k in enumerate(names)})
+
+
+class _Outputs(eqx.Module):
+    """``[u(x); N[u; k](x); constrained physical parameters]`` of ONE member at the points
+    ``x`` (``(2 n + num_phys,)``): a module (``x`` traced, the problem static), so all of a
+    posterior's draws come from one compilation of the linearised sampler per shape."""
+
+    problem: PINNProblem = eqx.field(static=True)
+    x: Array
+
+    def __call__(self, params: PyTree) -> Array:
+        values = self.problem.constrained(params["phys"])
+        u = params["net"](self.x)[:, 0]
+        f = self.problem.operator_values(self.problem.scalar_field(params["net"]), values, self.x)
+        phys = [jnp.asarray(values[k], u.dtype).reshape(1) for k in self.problem.phys]
+        return jnp.concatenate([u, f, *phys])
 
 
 def evaluate(
