@@ -3,15 +3,13 @@ process, on two problems.
 
 1. **The tutorial problem** (500 points ``x ~ N(0, 1)``, ``y = sin(pi x) + 0.1 N(0, 1)``,
    network [1, 20, 20, 1] tanh, raw ``N(0, 1)`` prior on every weight and bias, known noise
-   0.1). Methods: the demo's ``tutorial`` and ``default`` configurations (``ek.eki`` on
-   minibatches; ``default`` uses the NTK parameterisation, so it is compared with a NUTS run on
-   *that* posterior; only with ``--ntk``, which adds that second NUTS run), and
-   ``EKIRegressor(method=...)`` for every method with ``standardize=False, noise=0.1,
-   parameterization="standard"`` (and ``prior_std=1`` for the Jacobian recipes, which would
-   otherwise tune it), so its posterior is exactly the tutorial's. Epistemic std
-   is averaged over ``|x| <= 2`` ("in") and ``2 < |x| <= 2.5`` ("out"); RMSE is the
-   predictive mean against the noise-free truth on ``|x| <= 2``; coverage and NLL are for 500
-   held-out noisy points.
+   0.1). Methods: the demo's ``tutorial`` configuration (``ek.eki`` on minibatches; the demo's
+   ``default`` is the ``laplace`` row), and ``EKIRegressor(method=...)`` for every method
+   with ``standardize=False, noise=0.1, parameterization="standard"`` (and ``prior_std=1``
+   for the Jacobian recipes, which would otherwise tune it), so its posterior is exactly the
+   tutorial's. Epistemic std is averaged over ``|x| <= 2`` ("in") and ``2 < |x| <= 2.5``
+   ("out"); RMSE is the predictive mean against the noise-free truth on ``|x| <= 2``;
+   coverage and NLL are for 500 held-out noisy points.
 2. **diabetes** (scikit-learn; 442 x 10, a seeded 75/25 split, inputs and target standardised
    with the training statistics): ``EKIRegressor(method=...)`` as a user would run it (noise
    estimated), against NUTS on the same network and prior with the noise std as an unknown
@@ -224,20 +222,15 @@ def tutorial(args, sz) -> list[dict]:
     x, y = tutorial_sine(seed=args.seed, n=500, noise=NOISE)
     x_test, y_test = tutorial_sine(seed=args.seed + 10_000, n=500, noise=NOISE)
     truth = np.asarray(sine_truth(GRID))
-    rows, refs = [], {}
-    for param in ("standard", "ntk") if args.ntk else ("standard",):
-        model = MLP(jax.random.key(args.seed), 1, 1, sz["hidden_tut"], parameterization=param)
-        flat0, unravel = ravel_pytree(model)
-        apply_flat = lambda theta, X, u=unravel: u(theta)(X)[:, 0]  # noqa: E731
-        logdensity = gaussian_regression_logdensity(
-            apply_flat, jnp.asarray(x), jnp.asarray(y), NOISE
-        )
-        refs[param] = nuts_row(
-            f"nuts:{param}", apply_flat, logdensity, flat0.size,
-            jax.random.key(args.seed + 2), sz, GRID[:, None], None, x_test, y_test, truth,
-            NOISE,
-        )  # fmt: skip
-        rows.append(refs[param])
+    model = MLP(jax.random.key(args.seed), 1, 1, sz["hidden_tut"], parameterization="standard")
+    flat0, unravel = ravel_pytree(model)
+    apply_flat = lambda theta, X, u=unravel: u(theta)(X)[:, 0]  # noqa: E731
+    logdensity = gaussian_regression_logdensity(apply_flat, jnp.asarray(x), jnp.asarray(y), NOISE)
+    ref = nuts_row(
+        "nuts:standard", apply_flat, logdensity, flat0.size, jax.random.key(args.seed + 2), sz,
+        GRID[:, None], None, x_test, y_test, truth, NOISE,
+    )  # fmt: skip
+    rows = [ref]
 
     def predict_rows(name, members_fn, wall, ref):
         row = summary(
@@ -249,7 +242,7 @@ def tutorial(args, sz) -> list[dict]:
 
     lik = regression(x, y, NOISE)
     apply = jax.jit(lambda p, X: ensemble_apply(p, X)[..., 0])
-    for cfg_name in ("tutorial", "default") if args.ntk else ("tutorial",):
+    for cfg_name in ("tutorial",):
         cfg = CONFIGS[cfg_name].scaled(sz["scale"])
         model = MLP(
             jax.random.key(args.seed), 1, 1, cfg.hidden, parameterization=cfg.parameterization
@@ -275,7 +268,7 @@ def tutorial(args, sz) -> list[dict]:
             f"demo:{cfg_name}",
             lambda X, p=final.particles: np.asarray(apply(p, jnp.asarray(X))),
             wall,
-            refs[cfg.parameterization],
+            ref,
         )
     p = ravel_pytree(MLP(jax.random.key(0), 1, 1, sz["hidden_tut"]))[0].size
     for label, method, sampler_time, settings in chosen(args):
@@ -292,7 +285,7 @@ def tutorial(args, sz) -> list[dict]:
         start = time.perf_counter()
         reg.fit(x, y)
         wall = time.perf_counter() - start
-        predict_rows(label, reg.sample_predictions, wall, refs["standard"])
+        predict_rows(label, reg.sample_predictions, wall, ref)
     return rows
 
 
@@ -422,12 +415,6 @@ def main() -> None:
         "--methods",
         default=None,
         help="comma-separated labels of VARIANTS to run (default: all), e.g. 'laplace,rml'",
-    )
-    parser.add_argument(
-        "--ntk",
-        action="store_true",
-        help="also the demo's 'default' configuration (NTK parameterisation) against a second "
-        "NUTS run on that posterior",
     )
     args = parser.parse_args()
     sz = sizes(args.quick)

@@ -74,7 +74,12 @@ def test_demo_writes_plots_and_metrics(tmp_path, config):
     ):
         assert key in metrics
     assert metrics["config"] == config and metrics["n_params"] == 481
-    assert metrics["ensemble_size"] == 20
+    if config == "tutorial":  # the notebook's EKI loop, J = 1000 * 0.02
+        assert metrics["method"] == "eki" and metrics["ensemble_size"] == 20
+    else:  # the library default: 8 Levenberg-Marquardt steps cannot converge, and it says so
+        assert metrics["method"] == "laplace" and metrics["ensemble_size"] is None
+        assert metrics["converged"] is False and "did not converge" in metrics["warnings"][0]
+        assert "inflation" not in metrics["settings"]
     assert 0 <= metrics["coverage_95"] <= 1
     for name in ("predictive.png", "misfit.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

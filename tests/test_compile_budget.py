@@ -1,11 +1,10 @@
 """Compilation budget of each command: a small run of ``ekibnn demo``, ``ekibnn fit --dataset
 diabetes`` and ``ekibnn pinn poisson1d`` compiles at most a fixed number of XLA programs, and its
-large programs (the compiled run loop ``_run_chunk``, the prior draw, the Laplace factor and the
-predictive moments) once each.
+large programs (the compiled run loop ``_run_chunk``, the prior draw, the Laplace factor, the
+predictive moments or samples) once each.
 
-On a CPU most of a small command's wall time is compilation (about 14-17 s of XLA compilation
-out of 16-25 s for each run below, on a 2-core CPU), so a change that adds programs, or compiles
-one of the large ones twice, shows here before it shows in the wall times of
+On a CPU most of a small command's wall time is compilation, so a change that adds programs,
+or compiles one of the large ones twice, shows here before it shows in the wall times of
 ``benchmarks/end_to_end.py``. The count is the number of ``Compiling ...`` records of
 ``jax.log_compiles()`` (the ``compile_log`` fixture, from empty in-memory caches) with the
 persistent compilation cache off, so that every program is counted. Run with ``-s`` to see the
@@ -28,33 +27,41 @@ from ekibnn.cli import app
 from ekibnn.demo import run_demo
 
 # Measured 2026-12-02 (jax 0.10.2, CPU, float32) at the sizes below; a budget is the count plus
-# about 10%. Most of each count is small eager operations (subtract, multiply, dynamic_slice,
-# broadcast_in_dim, ...: one program per operation and shape, each < 0.1 s to compile); the
-# compilation time is in a few large programs, listed per command.
+# about 10%. Most of each count is small eager operations (broadcast_in_dim, dynamic_slice,
+# reshape, squeeze, ...: one program per operation and shape, each < 0.1 s to compile); the
+# compilation time is in a few large programs, listed per command. The network's init and the
+# prior draw are one random-number kernel each (one draw split into the leaves: 0.9 and 1.1 s
+# against 2.9 and 5.0 s with a kernel per leaf, on the shared 2-core CPU).
 BUDGETS = {
-    # 134 programs, 47 distinct names: _run_chunk (the compiled run loop, 4.1 s of XLA
-    # compilation), _draw (the prior draw, 2.2 s), _normal_leaves (the network's init, 1.4 s),
-    # scan x4 (0.7 s together), then eager operations (subtract x11,
-    # broadcast_in_dim x10, stage x9 = jnp.asarray, dynamic_slice x9, ...).
-    "demo": 147,
-    # 168 programs, 46 distinct names: _run_chunk x2 (the Levenberg-Marquardt loop and the
-    # evidence rounds' loop, 5.3 s together), _draw (2.9 s), _laplace_factor (the low-rank
-    # Laplace posterior, 1.4 s), _normal_leaves (1.3 s), _linearised_moments (the predictive
-    # moments, 0.5 s), then eager operations (dynamic_slice x16, broadcast_in_dim x16,
-    # multiply x14, add x11, reshape x10, stage x9, ...).
-    "fit": 185,
-    # 149 programs, 33 distinct names: _run_chunk (3.2 s), _draw (2.9 s), _normal_leaves
-    # (1.8 s), then eager operations (add x16, multiply x15, convert_element_type x12,
-    # broadcast_in_dim x11, reshape x11, squeeze x10, matmul x9, dynamic_slice x9, tanh x7,
-    # mul x7, dot_general x5, ...; matmul and tanh: a network evaluated outside jit).
-    "pinn": 164,
+    # 73 programs (134 for the earlier EKI default), 24 distinct names: _run_chunk (the
+    # Levenberg-Marquardt loop), _draw (the 4 starts), _normal_leaves (the network's init),
+    # _laplace_factor, _linearised_moments (every prediction of the report: grid and test
+    # points in one program), _gaussian_scores (every metric in one program), then eager
+    # operations (broadcast_in_dim x13, dynamic_slice x11, reshape x9, squeeze x8, ...).
+    "demo": 81,
+    # 160 programs, 46 distinct names: _run_chunk x2 (the Levenberg-Marquardt loop and the
+    # evidence rounds' loop), _draw, _laplace_factor (the low-rank Laplace posterior),
+    # _normal_leaves, _linearised_moments (the predictive moments), then eager operations
+    # (broadcast_in_dim x16, multiply x14, add x11, dynamic_slice x10, stage x9, ...).
+    "fit": 176,
+    # 88 programs (149 before the linearised draws became one module), 25 distinct names:
+    # _run_chunk, _draw, _normal_leaves, _laplace_factor, _linearised_samples (u, f and k at
+    # once, shared by the metrics and the plots), then eager operations (broadcast_in_dim x12,
+    # reshape x12, dynamic_slice x11, squeeze x10, ...).
+    "pinn": 97,
 }
 
-# programs that must compile exactly once (twice: the two loops of the Laplace fit) per command
+# programs that must compile exactly once (twice: the two loops of the tuned Laplace fit)
 ONCE = {
-    "demo": {"_run_chunk": 1, "_draw": 1},
+    "demo": {
+        "_run_chunk": 1,
+        "_draw": 1,
+        "_laplace_factor": 1,
+        "_linearised_moments": 1,
+        "_gaussian_scores": 1,
+    },
     "fit": {"_run_chunk": 2, "_draw": 1, "_laplace_factor": 1, "_linearised_moments": 1},
-    "pinn": {"_run_chunk": 1, "_draw": 1},
+    "pinn": {"_run_chunk": 1, "_draw": 1, "_laplace_factor": 1, "_linearised_samples": 1},
 }
 
 

@@ -1,13 +1,19 @@
 """The tutorial problem end to end: data, BNN, EKI fit, metrics and plots.
 
-Two configurations (:data:`CONFIGS`):
+Two configurations (:data:`CONFIGS`) of the same posterior — 500 points
+``y = sin(pi x) + 0.1 N(0, 1)``, a [1, 20, 20, 1] tanh network with raw N(0, 1) weights, the
+noise 0.1 known:
 
-* ``tutorial`` reproduces the notebook's algorithm and settings exactly — J = 1000 networks
-  [1, 20, 20, 1] tanh with raw N(0, 1) weights, 500 steps of perturbed-observation EKI with
-  ``dt = 1``, minibatches of 100 drawn without replacement, ``R = 0.1^2 I`` and a random walk
-  ``sigma_xi = 0.02`` before every update — with its defects fixed: independent keys for every
-  parameter leaf, the whole loop compiled, and bands that include the observation noise.
-* ``default`` is the recommended configuration (see :data:`CONFIGS` for what differs and why).
+* ``tutorial`` reproduces the notebook's algorithm and settings exactly — J = 1000 networks,
+  500 steps of perturbed-observation EKI with ``dt = 1``, minibatches of 100 drawn without
+  replacement, ``R = 0.1^2 I`` and a random walk ``sigma_xi = 0.02`` before every update — with
+  its defects fixed: independent keys for every parameter leaf, the whole loop compiled, and
+  bands that include the observation noise. Its spread is set by the random walk, not by the
+  posterior.
+* ``default`` runs the library's default recipe (:data:`ekibnn.recipes.DEFAULT`, ``laplace``:
+  Levenberg–Marquardt MAP in Kalman form from 4 prior draws, then the linearised-Laplace
+  posterior) on that posterior; its predictive bands are the linearised posterior's exact
+  Gaussian moments. How both compare with NUTS: ``docs/recipes.md``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class DemoConfig:
     """Settings of a demo run (all sizes can be shrunk for tests with ``scale``)."""
 
     name: str
+    method: str = "eki"  # "eki": the tutorial's loop; else a Jacobian recipe of ekibnn.recipes
     ensemble_size: int = 1000
     num_steps: int = 500
     batch_size: int = 100
@@ -52,7 +59,8 @@ class DemoConfig:
     num_train: int = 500
 
     def scaled(self, scale: float) -> DemoConfig:
-        """A smaller copy (ensemble and steps times ``scale``) for smoke tests."""
+        """A smaller copy (ensemble and steps times ``scale``; for ``laplace`` the
+        Levenberg–Marquardt steps) for smoke tests."""
         if scale == 1.0:
             return self
         return replace(
@@ -64,20 +72,19 @@ class DemoConfig:
 
 CONFIGS: dict[str, DemoConfig] = {
     "tutorial": DemoConfig("tutorial"),
-    # Same algorithm, two changes. (1) NTK parameterisation: the weights stay N(0, 1) but each
-    # layer is scaled by 1/sqrt(fan_in), so the prior predictive is O(1) instead of O(width)
-    # and the Kalman steps start from functions of the right size. (2) A 4x smaller random
-    # walk (sigma_xi = 0.005): the tutorial's 0.02, applied 500 times, sets the spread by
-    # itself (epistemic std ~0.29 against ~0.025 for NUTS). Measured on seed 0 (J = 1000):
-    # RMSE 0.138 -> 0.026, 95% coverage of held-out data 0.998 -> 0.954, mean epistemic std on
-    # |x| <= 2 0.29 -> 0.018 (see benchmarks/tutorial_configs.py for the multi-seed table).
-    "default": DemoConfig("default", parameterization="ntk", inflation=0.005),
+    # The library default on the tutorial's posterior. Only `num_steps` (the recipe's
+    # Levenberg-Marquardt budget, 400) and the posterior's definition (hidden, activation,
+    # parameterization, prior_std, noise_std, num_train) apply; the ensemble settings do not.
+    "default": DemoConfig("default", method="laplace", num_steps=400),
 }
+
+#: settings of :class:`DemoConfig` that only the ensemble (``method="eki"``) loop reads
+ENSEMBLE_SETTINGS = ("ensemble_size", "batch_size", "inflation", "dt")
 
 
 class DemoSetup(NamedTuple):
-    """Everything a demo fit needs, built by :func:`setup_demo` (reuse ``algo`` to time a
-    second, already compiled run)."""
+    """Everything an ensemble demo fit needs, built by :func:`setup_demo` (reuse ``algo`` to
+    time a second, already compiled run)."""
 
     config: DemoConfig
     algo: ek.EKI
@@ -88,10 +95,13 @@ class DemoSetup(NamedTuple):
     test: tuple[np.ndarray, np.ndarray]  # held-out noisy data
 
 
-def setup_demo(config: str | DemoConfig = "default", seed: int = 0, scale: float = 1.0):
-    """Data, network, prior ensemble and EKI algorithm of a demo configuration."""
-    cfg = CONFIGS[config] if isinstance(config, str) else config
-    cfg = cfg.scaled(scale)
+def _config(config: str | DemoConfig, scale: float) -> DemoConfig:
+    return (CONFIGS[config] if isinstance(config, str) else config).scaled(scale)
+
+
+def _problem(cfg: DemoConfig, seed: int):
+    """Keys (prior draws, run), the template network, the prior, the likelihood and the
+    train / test data of a configuration."""
     key_model, key_prior, key_run = jax.random.split(jax.random.key(seed), 3)
     x, y = tutorial_sine(seed=seed, n=cfg.num_train, noise=cfg.noise_std)
     x_test, y_test = tutorial_sine(seed=seed + 10_000, n=500, noise=cfg.noise_std)
@@ -104,8 +114,30 @@ def setup_demo(config: str | DemoConfig = "default", seed: int = 0, scale: float
         parameterization=cfg.parameterization,
     )
     prior = ek.GaussianPrior.like(model, std=cfg.prior_std)
-    particles = prior.sample(key_prior, cfg.ensemble_size)
     likelihood = regression(x, y, cfg.noise_std)
+    return key_prior, key_run, model, prior, likelihood, (x, y), (x_test, y_test)
+
+
+def setup_demo(config: str | DemoConfig = "tutorial", seed: int = 0, scale: float = 1.0):
+    """Data, network, prior ensemble and EKI algorithm of an ensemble (``method="eki"``)
+    configuration.
+
+    Raises:
+        InputError: the configuration runs a Jacobian recipe (``default``): use
+            :func:`run_demo`.
+    """
+    cfg = _config(config, scale)
+    if cfg.method != "eki":
+        from ekibnn.errors import input_error
+
+        raise input_error(
+            "setup_demo config",
+            "an ensemble configuration (method='eki', e.g. 'tutorial')",
+            f"{cfg.name!r} (method={cfg.method!r})",
+            "use run_demo for it, or setup_demo('tutorial')",
+        )
+    key_prior, key_run, model, prior, likelihood, train, test = _problem(cfg, seed)
+    particles = prior.sample(key_prior, cfg.ensemble_size)
     algo = ek.eki(
         likelihood.indexed_forward_fn,
         likelihood.obs,
@@ -115,7 +147,7 @@ def setup_demo(config: str | DemoConfig = "default", seed: int = 0, scale: float
         minibatch=ek.minibatch.random(min(cfg.batch_size, cfg.num_train)),
         indexed_forward=True,
     )
-    return DemoSetup(cfg, algo, particles, key_run, model, (x, y), (x_test, y_test))
+    return DemoSetup(cfg, algo, particles, key_run, model, train, test)
 
 
 def run_demo(
@@ -129,73 +161,172 @@ def run_demo(
     ``predictive.png``, ``misfit.png`` and ``metrics.json`` there.
 
     Returns:
-        The metrics dictionary (also written as JSON): ``rmse`` (ensemble mean against the
-        noise-free truth on |x| <= 2), ``nll`` (held-out noisy data, predictive mixture),
-        ``crps``, ``coverage_95`` (held-out noisy data in the 95% predictive interval),
-        ``epistemic_std_in`` / ``epistemic_std_out`` (mean ensemble std for |x| <= 2 and at
-        2 < |x| <= 2.5), ``wall_time_s`` (fit, compilation included), ``steps_per_s``,
-        ``ensemble_size``, ``n_params``, ``config``.
+        The metrics dictionary (also written as JSON): ``rmse`` (predictive mean against the
+        noise-free truth on |x| <= 2), ``nll`` (held-out noisy data; the ensemble's Gaussian
+        mixture, or the linearised posterior's Gaussian), ``crps``, ``coverage_95`` (held-out
+        noisy data in the 95% predictive interval), ``epistemic_std_in`` /
+        ``epistemic_std_out`` (mean epistemic std for |x| <= 2 and at 2 < |x| <= 2.5),
+        ``final_misfit``, ``wall_time_s`` (fit, compilation included), ``steps_per_s``,
+        ``num_steps``, ``method``, ``ensemble_size`` (None for a Jacobian recipe),
+        ``converged`` and ``warnings`` (Jacobian recipes: the MAP's convergence), ``n_params``,
+        ``config``, ``settings``.
 
     Raises:
         InputError: ``out_dir`` cannot take the files (checked before the fit).
     """
     if out_dir is not None:
         out_dir = prepare_out_dir(out_dir, OUTPUT_FILES, what="run_demo out_dir")
-    cfg, algo, particles, key_run, model, (x, y), (x_test, y_test) = setup_demo(config, seed, scale)
+    cfg = _config(config, scale)
+    fit = _fit_ensemble if cfg.method == "eki" else _fit_jacobian
+    report, bands, misfit = fit(cfg, seed, progress)
+    if out_dir is not None:
+        from ekibnn import plotting
+
+        out = Path(out_dir)
+        x_grid, mean, epistemic, total, (x, y), truth = bands
+        plotting.plot_predictive(
+            out / "predictive.png",
+            x_grid,
+            mean,
+            epistemic,
+            total,
+            x[:, 0],
+            y,
+            truth,
+            title=f"ekibnn '{cfg.name}' ({cfg.method}): RMSE {report['rmse']:.3f}, "
+            f"coverage {report['coverage_95']:.2f}",
+        )
+        plotting.plot_misfit(out / "misfit.png", misfit, title=f"'{cfg.name}'")
+        write_json(out / "metrics.json", report)
+    return report
+
+
+_GRID = np.linspace(-2.5, 2.5, 401, dtype=np.float32)
+_INSIDE = np.abs(_GRID) <= 2.0
+
+
+def _settings(cfg: DemoConfig) -> dict:
+    settings = asdict(cfg)
+    if cfg.method != "eki":
+        for name in ENSEMBLE_SETTINGS:
+            del settings[name]
+    return settings
+
+
+def _fit_ensemble(cfg: DemoConfig, seed: int, progress: bool):
+    """The tutorial's EKI loop; metrics from the members' predictions (Gaussian mixture)."""
+    cfg, algo, particles, key_run, model, (x, y), (x_test, y_test) = setup_demo(cfg, seed)
     start = time.perf_counter()
     result = ek.run(key_run, algo, particles, num_steps=cfg.num_steps, progress=progress)
     jax.block_until_ready(result.particles)
     wall = time.perf_counter() - start
 
-    x_grid = np.linspace(-2.5, 2.5, 401, dtype=np.float32)
     predict = jax.jit(lambda p, xs: ensemble_apply(p, xs[:, None])[..., 0])
-    grid_preds = np.asarray(predict(result.particles, jnp.asarray(x_grid)))
+    grid_preds = np.asarray(predict(result.particles, jnp.asarray(_GRID)))
     test_preds = np.asarray(predict(result.particles, jnp.asarray(x_test[:, 0])))
     grid = predictive(grid_preds, cfg.noise_std)
-    inside = np.abs(x_grid) <= 2.0
-    truth = np.asarray(sine_truth(x_grid))
+    truth = np.asarray(sine_truth(_GRID))
     lo, hi = predictive_interval(test_preds, cfg.noise_std, 0.95)
+    noisy = test_preds + cfg.noise_std * np.random.default_rng(seed).normal(
+        size=test_preds.shape
+    ).astype(np.float32)
     report = {
         "config": cfg.name,
-        "rmse": float(metrics.rmse(truth[inside], np.asarray(grid.mean)[inside])),
+        "method": cfg.method,
+        "rmse": float(metrics.rmse(truth[_INSIDE], np.asarray(grid.mean)[_INSIDE])),
         "nll": float(metrics.gaussian_nll(y_test, test_preds, cfg.noise_std)),
-        "crps": float(
-            metrics.crps(
-                y_test,
-                test_preds
-                + cfg.noise_std
-                * np.random.default_rng(seed).normal(size=test_preds.shape).astype(np.float32),
-            )
-        ),
+        "crps": float(metrics.crps(y_test, noisy)),
         "coverage_95": float(metrics.interval_coverage(y_test, lo, hi)),
-        "epistemic_std_in": float(np.mean(np.asarray(grid.epistemic_std)[inside])),
-        "epistemic_std_out": float(np.mean(np.asarray(grid.epistemic_std)[~inside])),
+        "epistemic_std_in": float(np.mean(np.asarray(grid.epistemic_std)[_INSIDE])),
+        "epistemic_std_out": float(np.mean(np.asarray(grid.epistemic_std)[~_INSIDE])),
         "final_misfit": float(result.history.misfit[-1]),
         "wall_time_s": wall,
         "steps_per_s": result.num_steps / wall,
         "num_steps": result.num_steps,
         "ensemble_size": cfg.ensemble_size,
         "n_params": num_params(model),
-        "settings": asdict(cfg),
+        "settings": _settings(cfg),
     }
-    if out_dir is not None:
-        from ekibnn import plotting
+    epistemic = predictive_interval(grid_preds, 1e-6, 0.95, method="gaussian")
+    total = predictive_interval(grid_preds, cfg.noise_std, 0.95)
+    bands = (
+        _GRID,
+        np.asarray(grid.mean),
+        tuple(map(np.asarray, epistemic)),
+        tuple(map(np.asarray, total)),
+        (x, y),
+        truth,
+    )
+    return report, bands, np.asarray(result.history.misfit)
 
-        out = Path(out_dir)
-        epi_lo, epi_hi = predictive_interval(grid_preds, 1e-6, 0.95, method="gaussian")
-        tot_lo, tot_hi = predictive_interval(grid_preds, cfg.noise_std, 0.95)
-        plotting.plot_predictive(
-            out / "predictive.png",
-            x_grid,
-            np.asarray(grid.mean),
-            (np.asarray(epi_lo), np.asarray(epi_hi)),
-            (np.asarray(tot_lo), np.asarray(tot_hi)),
-            x[:, 0],
-            y,
-            truth,
-            title=f"ekibnn '{cfg.name}': J={cfg.ensemble_size}, RMSE {report['rmse']:.3f}, "
-            f"coverage {report['coverage_95']:.2f}",
-        )
-        plotting.plot_misfit(out / "misfit.png", result.history.misfit, title=f"'{cfg.name}'")
-        write_json(out / "metrics.json", report)
-    return report
+
+@jax.jit
+def _gaussian_scores(mean, epistemic_std, noise_std, y_test, truth):
+    """Every metric of a Gaussian predictive in one program: ``mean`` and ``epistemic_std``
+    on the grid then the test inputs (``(401 + n_test,)``)."""
+    g = _GRID.size
+    total_std = jnp.sqrt(epistemic_std**2 + noise_std**2)
+    test_mean, test_std = mean[g:], total_std[g:]
+    lo, hi = metrics.gaussian_interval(test_mean, test_std, 0.95)
+    inside = jnp.asarray(_INSIDE)
+    epi = epistemic_std[:g]
+    return {
+        "rmse": jnp.sqrt(jnp.sum(jnp.where(inside, (mean[:g] - truth) ** 2, 0)) / inside.sum()),
+        "nll": metrics.gaussian_nll_moment(y_test, test_mean, test_std),
+        "crps": metrics.crps_gaussian(y_test, test_mean, test_std),
+        "coverage_95": metrics.interval_coverage(y_test, lo, hi),
+        "epistemic_std_in": jnp.sum(jnp.where(inside, epi, 0)) / inside.sum(),
+        "epistemic_std_out": jnp.sum(jnp.where(inside, 0, epi)) / (~inside).sum(),
+    }
+
+
+def _fit_jacobian(cfg: DemoConfig, seed: int, progress: bool):
+    """A Jacobian recipe (``laplace``) through :func:`ekibnn.recipes.fit`, exactly as the
+    estimators run it; metrics from the linearised posterior's exact Gaussian moments."""
+    from ekibnn import recipes
+    from ekibnn.bnn.likelihoods import RegressionForward
+    from ekibnn.errors import convergence_recorded
+
+    _, key_run, model, prior, likelihood, (x, y), (x_test, y_test) = _problem(cfg, seed)
+    problem = recipes.Problem(
+        likelihood.forward_fn,
+        likelihood.obs,
+        prior,
+        indexed_forward_fn=likelihood.indexed_forward_fn,
+    )
+    start = time.perf_counter()
+    with convergence_recorded() as warned:
+        fit = recipes.fit(cfg.method, problem, key_run, num_steps=cfg.num_steps, progress=progress)
+        jax.block_until_ready(fit.posterior.mean)
+    wall = time.perf_counter() - start
+    points = np.concatenate([_GRID, x_test[:, 0]])[:, None]
+    mean, epistemic_std = fit.posterior.predict(RegressionForward(jnp.asarray(points), 1))
+    truth = np.asarray(sine_truth(_GRID))
+    scores = _gaussian_scores(mean, epistemic_std, cfg.noise_std, jnp.asarray(y_test), truth)
+    misfit = np.asarray(fit.history.misfit)
+    report = {
+        "config": cfg.name,
+        "method": cfg.method,
+        **{name: float(value) for name, value in scores.items()},
+        "final_misfit": float(misfit[-1]),
+        "wall_time_s": wall,
+        "steps_per_s": fit.num_steps / wall,
+        "num_steps": fit.num_steps,
+        "ensemble_size": None,
+        "converged": fit.converged,
+        "warnings": list(warned),
+        "n_params": num_params(model),
+        "settings": _settings(cfg),
+    }
+    g = _GRID.size
+    mean, epistemic_std = np.asarray(mean[:g]), np.asarray(epistemic_std[:g])
+    total_std = np.sqrt(epistemic_std**2 + cfg.noise_std**2)
+    bands = (
+        _GRID,
+        mean,
+        (mean - 1.96 * epistemic_std, mean + 1.96 * epistemic_std),
+        (mean - 1.96 * total_std, mean + 1.96 * total_std),
+        (x, y),
+        truth,
+    )
+    return report, bands, misfit
