@@ -375,3 +375,41 @@ def test_functions_work_under_jit():
     # num_bins as a static argument
     ece = jax.jit(m.expected_calibration_error, static_argnames="num_bins")
     assert_close(ece(LABELS, PROBS, num_bins=5), m.expected_calibration_error(LABELS, PROBS, 5))
+
+
+def test_reports_equal_the_metrics_they_bundle():
+    rng = np.random.default_rng(3)
+    y, mean = rng.normal(size=50), rng.normal(size=50)
+    std = rng.uniform(0.5, 2.0, size=50)
+    report = m.regression_report(y, mean, std)
+    lo, hi = m.gaussian_interval(mean, std, 0.95)
+    levels, observed = m.calibration_curve_regression(y, mean, std, np.linspace(0.05, 0.95, 19))
+    expected = {
+        "rmse": m.rmse(y, mean),
+        "nll": m.gaussian_nll_moment(y, mean, std),
+        "crps": m.crps_gaussian(y, mean, std),
+        "coverage_95": m.interval_coverage(y, lo, hi),
+        "calibration_levels": levels,
+        "calibration_observed": observed,
+    }
+    assert set(report) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(report[name], value, rtol=1e-6, err_msg=name)
+    labels = rng.integers(0, 3, size=40)
+    probs = rng.dirichlet(np.ones(3), size=40)
+    report = m.classification_report(labels, probs)
+    conf, acc, count = m.reliability_diagram(labels, probs, num_bins=10)
+    expected = {
+        "accuracy": m.accuracy(labels, probs),
+        "nll": m.categorical_nll(labels, probs),
+        "brier": m.brier_score(labels, probs),
+        "ece": m.expected_calibration_error(labels, probs, num_bins=10),
+        "bin_confidence": conf,
+        "bin_accuracy": acc,
+        "bin_count": count,
+    }
+    assert set(report) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(report[name], value, rtol=1e-6, err_msg=name)
+    with pytest.raises(InputError):
+        m.regression_report(y, mean[:10], std)
