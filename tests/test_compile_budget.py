@@ -33,12 +33,12 @@ from ekibnn.demo import run_demo
 # prior draw are one random-number kernel each (one draw split into the leaves: 0.9 and 1.1 s
 # against 2.9 and 5.0 s with a kernel per leaf, on the shared 2-core CPU).
 BUDGETS = {
-    # 73 programs (134 for the earlier EKI default), 24 distinct names: _run_chunk (the
+    # 64 programs (134 for the earlier EKI default), 25 distinct names: _run_chunk (the
     # Levenberg-Marquardt loop), _draw (the 4 starts), _normal_leaves (the network's init),
     # _laplace_factor, _linearised_moments (every prediction of the report: grid and test
     # points in one program), _gaussian_scores (every metric in one program), then eager
-    # operations (broadcast_in_dim x13, dynamic_slice x11, reshape x9, squeeze x8, ...).
-    "demo": 81,
+    # operations (broadcast_in_dim x13, reshape x9, stage x6, dynamic_slice x6, ...).
+    "demo": 71,
     # 160 programs, 46 distinct names: _run_chunk x2 (the Levenberg-Marquardt loop and the
     # evidence rounds' loop), _draw, _laplace_factor (the low-rank Laplace posterior),
     # _normal_leaves, _linearised_moments (the predictive moments), then eager operations

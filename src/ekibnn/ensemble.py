@@ -198,22 +198,26 @@ class Layout(eqx.Module):
     @classmethod
     def of_member(cls, tree: PyTree) -> Layout:
         """The layout of one member's parameters (no ensemble axis)."""
+        return cls._of(tree, 0)
+
+    @classmethod
+    def of_ensemble(cls, particles: PyTree) -> Layout:
+        """The layout of one member of an ensemble (leading axis J on every parameter leaf;
+        read from the shapes, no member is sliced out)."""
+        return cls._of(particles, 1)
+
+    @classmethod
+    def _of(cls, tree: PyTree, leading: int) -> Layout:
         dynamic, static = eqx.partition(tree, eqx.is_inexact_array)
         leaves, treedef = jax.tree_util.tree_flatten(dynamic)
         static_leaves, static_treedef = jax.tree_util.tree_flatten(static)
         return cls(
             treedef,
-            tuple(tuple(leaf.shape) for leaf in leaves),
+            tuple(tuple(leaf.shape[leading:]) for leaf in leaves),
             tuple(jnp.dtype(leaf.dtype) for leaf in leaves),
             tuple(_hashable(leaf) for leaf in static_leaves),
             static_treedef,
         )
-
-    @classmethod
-    def of_ensemble(cls, particles: PyTree) -> Layout:
-        """The layout of one member of an ensemble (leading axis J on every parameter leaf)."""
-        member = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_inexact_array(x) else x, particles)
-        return cls.of_member(member)
 
     @property
     def num_params(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -32,6 +33,12 @@ def _draw(key: PRNGKeyArray, means: list, stds: list, num: int) -> list:
         m + s * z[:, a:b].reshape(num, *m.shape).astype(m.dtype)
         for m, s, a, b in zip(means, stds, bounds[:-1], bounds[1:], strict=True)
     ]
+
+
+@jax.jit
+def _filled(params: PyTree, value: Any) -> PyTree:
+    """Every leaf of ``params`` (arrays only) filled with ``value``: one program per layout."""
+    return jax.tree_util.tree_map(lambda x: jnp.full_like(x, value), params)
 
 
 class GaussianPrior(eqx.Module):
@@ -137,10 +144,8 @@ class GaussianPrior(eqx.Module):
             >>> prior.num_params
             481
         """
-        centre = jax.tree_util.tree_map(
-            lambda x: jnp.full_like(x, mean) if eqx.is_inexact_array(x) else x, params
-        )
-        return cls(centre, std)
+        dynamic, static = eqx.partition(params, eqx.is_inexact_array)
+        return cls(eqx.combine(_filled(dynamic, mean), static), std)
 
     @property
     def num_params(self) -> int:
