@@ -263,18 +263,16 @@ def _fit_ensemble(cfg: DemoConfig, seed: int, progress: bool):
 @jax.jit
 def _gaussian_scores(mean, epistemic_std, noise_std, y_test, truth):
     """Every metric of a Gaussian predictive in one program: ``mean`` and ``epistemic_std``
-    on the grid then the test inputs (``(401 + n_test,)``)."""
+    on the grid then the test inputs (``(401 + n_test,)``); the held-out scores are
+    :func:`ekibnn.metrics.regression_report`'s."""
     g = _GRID.size
     total_std = jnp.sqrt(epistemic_std**2 + noise_std**2)
-    test_mean, test_std = mean[g:], total_std[g:]
-    lo, hi = metrics.gaussian_interval(test_mean, test_std, 0.95)
+    held_out = metrics.regression_report(y_test, mean[g:], total_std[g:])
     inside = jnp.asarray(_INSIDE)
     epi = epistemic_std[:g]
     return {
         "rmse": jnp.sqrt(jnp.sum(jnp.where(inside, (mean[:g] - truth) ** 2, 0)) / inside.sum()),
-        "nll": metrics.gaussian_nll_moment(y_test, test_mean, test_std),
-        "crps": metrics.crps_gaussian(y_test, test_mean, test_std),
-        "coverage_95": metrics.interval_coverage(y_test, lo, hi),
+        **{k: held_out[k] for k in ("nll", "crps", "coverage_95")},
         "epistemic_std_in": jnp.sum(jnp.where(inside, epi, 0)) / inside.sum(),
         "epistemic_std_out": jnp.sum(jnp.where(inside, 0, epi)) / (~inside).sum(),
     }
@@ -324,8 +322,8 @@ def _fit_jacobian(cfg: DemoConfig, seed: int, progress: bool):
     bands = (
         _GRID,
         mean,
-        (mean - 1.96 * epistemic_std, mean + 1.96 * epistemic_std),
-        (mean - 1.96 * total_std, mean + 1.96 * total_std),
+        tuple(map(np.asarray, metrics.gaussian_interval(mean, epistemic_std, 0.95))),
+        tuple(map(np.asarray, metrics.gaussian_interval(mean, total_std, 0.95))),
         (x, y),
         truth,
     )
