@@ -549,34 +549,25 @@ def _fit(
     for message in messages:
         typer.echo(f"warning: {message}", err=True)
     if kind == "regression":
-        mean, std = model.predict(X_te, return_std=True)
-        levels = np.linspace(0.05, 0.95, 19)
-        nominal, observed = metrics.calibration_curve_regression(y_te, mean, std, levels)
-        lo, hi = metrics.gaussian_interval(mean, std, 0.95)
-        report |= {
-            "rmse": float(metrics.rmse(y_te, mean)),
-            "nll": float(metrics.gaussian_nll_moment(y_te, mean, std)),
-            "crps": float(metrics.crps_gaussian(y_te, mean, std)),
-            "coverage_95": float(metrics.interval_coverage(y_te, lo, hi)),
-        }
+        mean, std = (np.asarray(a) for a in model.predict(X_te, return_std=True))
+        scores = metrics.regression_report(y_te, mean, std)  # one compiled program
+        nominal, observed = scores.pop("calibration_levels"), scores.pop("calibration_observed")
+        report |= {name: float(value) for name, value in scores.items()}
         if len(y_te) < 2 or np.ptp(y_te) == 0:  # R^2 divides by the held-out target's spread
             report |= {"r2": None, "r2_undefined": "constant target on the held-out rows"}
-        else:
-            report["r2"] = float(model.score(X_te, y_te))
+        else:  # = model.score(X_te, y_te), from the predictions already made
+            residual = np.sum((y_te - mean) ** 2)
+            report["r2"] = float(1.0 - residual / np.sum((y_te - np.mean(y_te)) ** 2))
         plotting.plot_pred_vs_true(out / "predictions.png", y_te, mean, std, title=out.name)
         shown = ("wall_time_s", "rmse", "nll", "crps", "coverage_95", "r2")
     else:
         proba = np.asarray(model.predict_proba(X_te))
         labels = np.searchsorted(model.classes_, y_te)
-        conf, acc, count = metrics.reliability_diagram(labels, proba, num_bins=10)
-        keep = np.asarray(count) > 0
-        nominal, observed = np.asarray(conf)[keep], np.asarray(acc)[keep]
-        report |= {
-            "accuracy": float(metrics.accuracy(labels, proba)),
-            "nll": float(metrics.categorical_nll(labels, proba)),
-            "brier": float(metrics.brier_score(labels, proba)),
-            "ece": float(metrics.expected_calibration_error(labels, proba)),
-        }
+        scores = metrics.classification_report(labels, proba)  # one compiled program
+        keep = np.asarray(scores.pop("bin_count")) > 0
+        nominal = np.asarray(scores.pop("bin_confidence"))[keep]
+        observed = np.asarray(scores.pop("bin_accuracy"))[keep]
+        report |= {name: float(value) for name, value in scores.items()}
         shown = ("wall_time_s", "accuracy", "nll", "brier", "ece")
     plotting.plot_calibration(
         out / "calibration.png", np.asarray(nominal), np.asarray(observed), title="calibration"
