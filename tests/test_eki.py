@@ -57,7 +57,9 @@ def test_deterministic_eki_converges_to_least_squares_in_ensemble_span():
             stochastic=False,
             scheduler=ek.schedulers.constant(1.0),
         )
-        result = ek.run(jax.random.key(1), algo, x0, num_steps=3000, progress=False)
+        # the error and the spread decay like t^(-1/2) (Schillings & Stuart 2017): measured
+        # 2.2% after 1000 steps, 1.3% after 3000, 0.69% after 10000 for this draw
+        result = ek.run(jax.random.key(1), algo, x0, num_steps=10_000, progress=False)
         x0 = np.asarray(x0)
         basis = (x0[1:] - x0[0]).T  # (p, 3)
         whiten = 1 / problem.noise_std[:, None]

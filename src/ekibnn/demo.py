@@ -264,7 +264,8 @@ def _fit_ensemble(cfg: DemoConfig, seed: int, progress: bool):
 def _gaussian_scores(mean, epistemic_std, noise_std, y_test, truth):
     """Every metric of a Gaussian predictive in one program: ``mean`` and ``epistemic_std``
     on the grid then the test inputs (``(401 + n_test,)``); the held-out scores are
-    :func:`ekibnn.metrics.regression_report`'s."""
+    :func:`ekibnn.metrics.regression_report`'s. Also the grid's 95% epistemic and total
+    bands (``"bands"``: two ``(lower, upper)`` pairs), for the plot."""
     g = _GRID.size
     total_std = jnp.sqrt(epistemic_std**2 + noise_std**2)
     held_out = metrics.regression_report(y_test, mean[g:], total_std[g:])
@@ -275,6 +276,10 @@ def _gaussian_scores(mean, epistemic_std, noise_std, y_test, truth):
         **{k: held_out[k] for k in ("nll", "crps", "coverage_95")},
         "epistemic_std_in": jnp.sum(jnp.where(inside, epi, 0)) / inside.sum(),
         "epistemic_std_out": jnp.sum(jnp.where(inside, 0, epi)) / (~inside).sum(),
+        "bands": (
+            metrics.gaussian_interval(mean[:g], epi, 0.95),
+            metrics.gaussian_interval(mean[:g], total_std[:g], 0.95),
+        ),
     }
 
 
@@ -301,6 +306,7 @@ def _fit_jacobian(cfg: DemoConfig, seed: int, progress: bool):
     mean, epistemic_std = fit.posterior.predict(RegressionForward(jnp.asarray(points), 1))
     truth = np.asarray(sine_truth(_GRID))
     scores = _gaussian_scores(mean, epistemic_std, cfg.noise_std, jnp.asarray(y_test), truth)
+    epistemic, total = jax.tree_util.tree_map(np.asarray, scores.pop("bands"))
     misfit = np.asarray(fit.history.misfit)
     report = {
         "config": cfg.name,
@@ -316,15 +322,5 @@ def _fit_jacobian(cfg: DemoConfig, seed: int, progress: bool):
         "n_params": num_params(model),
         "settings": _settings(cfg),
     }
-    g = _GRID.size
-    mean, epistemic_std = np.asarray(mean[:g]), np.asarray(epistemic_std[:g])
-    total_std = np.sqrt(epistemic_std**2 + cfg.noise_std**2)
-    bands = (
-        _GRID,
-        mean,
-        tuple(map(np.asarray, metrics.gaussian_interval(mean, epistemic_std, 0.95))),
-        tuple(map(np.asarray, metrics.gaussian_interval(mean, total_std, 0.95))),
-        (x, y),
-        truth,
-    )
+    bands = (_GRID, np.asarray(mean)[: _GRID.size], epistemic, total, (x, y), truth)
     return report, bands, misfit
