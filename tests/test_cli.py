@@ -480,3 +480,28 @@ def test_compile_cache_in_xdg_cache_home_and_recorded(tmp_path):
     assert cold["compile_cache"]["entries_before"] == 0 < cold["compile_cache"]["entries_after"]
     assert warm["compile_cache"]["entries_before"] == cold["compile_cache"]["entries_after"]
     assert cold["rmse"] is None and cold["rmse_undefined"] == "not a number (NaN)"
+
+
+def test_fit_and_pinn_self_check(tmp_path):
+    """--self-check runs the Laplace-vs-RML check after the fit: the verdict is printed and
+    the FidelityCheck's fields land in metrics.json under self_check."""
+    args = ["fit", "--dataset", "diabetes", "--hidden", "2", "--steps", "30", "--no-progress"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "fit"), "--self-check"])
+    assert result.exit_code == 0, result.output
+    record = _strict_json(tmp_path / "fit" / "metrics.json")["self_check"]
+    assert {"std_ratio", "map_converged", "num_members", "band", "trusted"} <= set(record)
+    assert record["num_members"] == 32 and record["message"] in result.output
+    pinn_args = ["pinn", "poisson1d", "--scale", "0.1", "--no-progress", "--self-check"]
+    result = runner.invoke(app, [*pinn_args, "--out", str(tmp_path / "pinn")])
+    assert result.exit_code == 0, result.output
+    record = _strict_json(tmp_path / "pinn" / "metrics.json")["self_check"]
+    assert record["num_members"] == 8 and record["message"] in result.output
+
+
+def test_self_check_option_is_refused_where_it_does_not_apply(tmp_path):
+    teki = ["fit", "--dataset", "diabetes", "--method", "teki", "--self-check"]
+    assert "--self-check" in _error_line(runner.invoke(app, [*teki, "--out", str(tmp_path)]))
+    wine = ["fit", "--dataset", "wine", "--self-check", "--out", str(tmp_path)]
+    assert "regression task" in _error_line(runner.invoke(app, wine))
+    pinn = ["pinn", "poisson1d", "--method", "teki", "--self-check", "--out", str(tmp_path)]
+    assert "--method laplace" in _error_line(runner.invoke(app, pinn))

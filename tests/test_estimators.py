@@ -389,3 +389,73 @@ def test_huge_float32_targets_predict_finite_values():
     y = (1e20 * (1 + 0.1 * X[:, 0])).astype(np.float32)
     mean = small_regressor().fit(X, y).predict(X)
     assert np.all(np.isfinite(mean)) and np.allclose(mean, y, rtol=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_fit():
+    """A tiny Laplace fit with a known noise and prior (40 points, 4 hidden units)."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, (40, 1))
+    y = 3.0 * np.sin(X[:, 0]) + 0.3 * rng.normal(size=40)
+    reg = EKIRegressor(hidden=(4,), restarts=1, noise=0.3, prior_std=1.0).fit(X, y)
+    return X, y, reg
+
+
+def test_regressor_self_check_passes_on_a_converged_fit(tiny_fit):
+    """Laplace and RML agree on this mildly nonlinear fit (measured ratio 0.96 for J = 16):
+    no FidelityWarning; the spreads are in the units of y."""
+    import warnings
+
+    import ekibnn as ek
+
+    X, _, reg = tiny_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ek.FidelityWarning)
+        check = reg.self_check(num_members=16, seed=0)
+    assert isinstance(check, ek.inversion.FidelityCheck) and check.trusted
+    assert check.map_converged is True and check.rml_converged == 1.0
+    _, std = reg._output_moments(X)
+    assert check.laplace_std == pytest.approx(float(std.mean()) * reg.y_scale_, rel=1e-4)
+    again = reg.self_check(X[:7], num_members=16, seed=0)  # other rows, same RML program
+    assert again.rml_converged == 1.0 and again.laplace_std != check.laplace_std
+
+
+def test_regressor_self_check_warns_on_an_unconverged_map(tiny_fit):
+    import warnings
+
+    import ekibnn as ek
+
+    X, y, _ = tiny_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ek.errors.ConvergenceWarning)
+        reg = EKIRegressor(hidden=(4,), restarts=1, noise=0.3, prior_std=1.0, num_steps=1)
+        reg.fit(X, y)
+    with pytest.warns(ek.FidelityWarning, match="MAP did not converge") as caught:
+        check = reg.self_check(num_members=8, max_steps=20)
+    assert not check.trusted and check.map_converged is False
+    assert caught[0].filename == __file__  # points at the caller, past the wrappers
+
+
+def test_self_check_errors(tiny_fit):
+    import warnings
+
+    import ekibnn as ek
+
+    X, y, reg = tiny_fit
+    with pytest.raises(ek.InputError, match="call fit"):
+        EKIRegressor().self_check()
+    with pytest.raises(ek.InputError, match="seed"):
+        reg.self_check(seed=-1)
+    with pytest.raises(ek.InputError, match="num_members"):
+        reg.self_check(num_members=1)
+    with pytest.raises(ValueError, match="features"):
+        reg.self_check(np.zeros((3, 2)))
+    teki = EKIRegressor(hidden=(4,), ensemble_size=8, num_steps=3, method="teki").fit(X, y)
+    with pytest.raises(ek.InputError, match="method='laplace'"):
+        teki.self_check()
+    clf = EKIClassifier(hidden=(4,), restarts=1, num_steps=5, prior_std=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ek.errors.ConvergenceWarning)
+        clf.fit(X, (y > 0).astype(int))
+    with pytest.raises(ek.InputError, match="categorical"):
+        clf.self_check()

@@ -81,3 +81,58 @@ def test_self_check_agrees_on_a_linear_problem(key):
         assert 0.85 < check.std_ratio_min <= check.std_ratio_max < 1.15
         with pytest.raises(ek.InputError, match="LinearisedPosterior"):
             self_check(object(), problem.forward, obs, prior, lambda th: th, key)
+
+
+def _linear_posterior(key, max_steps=50):
+    problem = make_linear_problem(m=6, p=3, seed=9)
+    obs, prior = _setup(problem)
+    gn = ek.gauss_newton(problem.forward, obs, prior, max_steps=max_steps)
+    state = ek.run(key, gn, prior.sample(key, 1), max_steps, progress=False).state
+    return problem, obs, prior, gn.posterior(state)
+
+
+def test_self_check_verdict_passes_when_laplace_is_exact(key):
+    """Linear-Gaussian: Laplace is exact, so J = 16 RML members give a ratio within the band
+    3 / sqrt(2 (J - 1)) + 0.1 and no FidelityWarning (measured: 0.98)."""
+    import warnings
+
+    with jax.enable_x64(True):
+        problem, obs, prior, post = _linear_posterior(key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ek.FidelityWarning)
+            check = self_check(
+                post, problem.forward, obs, prior, lambda th: th, key, num_members=16
+            )
+    assert check.trusted and check.failures == ()
+    assert abs(np.log(check.std_ratio)) < 0.3  # within 1.6 Monte-Carlo standard errors
+    assert check.band == pytest.approx(3 / np.sqrt(30) + 0.1)
+    assert "passed" in check.message
+    record = check.as_dict()
+    assert record["trusted"] is True and record["num_members"] == 16 and "band" in record
+
+
+def test_self_check_warns_on_an_unconverged_map(key):
+    with jax.enable_x64(True):
+        problem, obs, prior, post = _linear_posterior(key, max_steps=1)
+        assert post.converged is False
+        with pytest.warns(ek.FidelityWarning, match="MAP did not converge"):
+            check = self_check(post, problem.forward, obs, prior, lambda th: th, key, num_members=8)
+    assert not check.trusted and check.map_converged is False
+
+
+def test_self_check_warns_on_a_strongly_nonlinear_posterior(key):
+    """G(theta) = theta^2 observed at 0: the Jacobian vanishes at the MAP, so Laplace returns
+    the prior's spread while the posterior is narrow (measured ratio 9.1 with J = 8)."""
+    obs = ek.Observation(jnp.zeros(1), 0.05)
+    prior = ek.GaussianPrior(jnp.zeros(1), 1.0)
+    gn = ek.gauss_newton(lambda th: th**2, obs, prior)
+    post = gn.posterior(ek.run(key, gn, prior.sample(key, 1), 20, progress=False).state)
+    with pytest.warns(ek.FidelityWarning, match="wider than the nonlinear"):
+        check = self_check(post, lambda th: th**2, obs, prior, lambda th: th, key, num_members=8)
+    assert check.std_ratio > 3 and not check.trusted
+    quiet = self_check(
+        post, lambda th: th**2, obs, prior, lambda th: th, key, num_members=8, warn=False
+    )
+    assert quiet == check
+    with pytest.raises(ek.InputError, match="num_members"):
+        self_check(post, lambda th: th**2, obs, prior, lambda th: th, key, num_members=1)

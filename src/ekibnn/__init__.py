@@ -55,6 +55,7 @@ _HOMES = {  # public name -> the module that defines it
     "GaussNewtonState": "inversion",
     "GaussianPrior": "priors",
     "ConvergenceWarning": "errors",
+    "FidelityWarning": "errors",
     "InputError": "errors",
     "KalmanAlgorithm": "inversion",
     "LinearisedPosterior": "posterior",

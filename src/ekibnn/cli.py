@@ -100,6 +100,15 @@ Scale = Annotated[
     float, typer.Option(help="Shrink ensemble and steps by this factor (smoke tests).")
 ]
 Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+SelfCheck = Annotated[
+    bool,
+    typer.Option(
+        "--self-check",
+        help="laplace only: after the fit, compare the Laplace predictive spread with a "
+        "32-member RML ensemble's and check the MAP converged; prints the verdict, writes it "
+        "to metrics.json under self_check.",
+    ),
+]
 
 app = typer.Typer(
     name="ekibnn",
@@ -412,6 +421,7 @@ def fit(
             "default 10."
         ),
     ] = None,
+    self_check: SelfCheck = False,
     progress: Progress = True,
 ) -> None:
     """Fit an EKI BNN to a bundled scikit-learn data set or a CSV file; write metrics and plots."""
@@ -437,6 +447,7 @@ def fit(
         "pass e.g. --test-size 0.25",
     )
     _check_common(seed)
+    _check_self_check(self_check, method)
     for option, value, least in (("--ensemble-size", ensemble_size, 2), ("--steps", steps, 1)):
         _require(
             value is None or value >= least,
@@ -502,6 +513,7 @@ def fit(
                 encoding=encoding or "utf-8",
             )
     _check_split(y, kind, test_size)
+    _check_self_check(self_check, method, kind)
     files = ("metrics.json", "calibration.png") + (
         ("predictions.png",) if kind == "regression" else ()
     )
@@ -510,12 +522,56 @@ def fit(
     settings = {"ensemble_size": ensemble_size, "num_steps": steps, "hidden": widths}
     settings = {name: value for name, value in settings.items() if value is not None}
     settings |= {"random_state": seed, "progress": progress, "method": method}
-    report, shown = _fit(X, y, kind, test_size, out, settings | {"sampler_time": sampler_time})
+    settings |= {"sampler_time": sampler_time}
+    report, shown = _fit(X, y, kind, test_size, out, settings, self_check)
     _finish(out, {"dataset": dataset} | report, cache, shown, files)
 
 
+def _check_self_check(self_check: bool, method: str, task: str | None = None) -> None:
+    _require(
+        not self_check or method == "laplace",
+        "--self-check",
+        "--method laplace (the check compares the linearised Laplace posterior with RML)",
+        f"--method {method}",
+        "drop --self-check (an ensemble's members already go through the nonlinear model), "
+        "or use --method laplace",
+    )
+    _require(
+        not (self_check and task == "classification"),
+        "--self-check",
+        "a regression task (RML perturbs Gaussian data; no categorical counterpart)",
+        "--task classification",
+        "drop --self-check",
+    )
+
+
+class _Verdict:
+    """A self-check record of metrics.json read back as the verdict (``trusted``, ``message``)."""
+
+    def __init__(self, record: dict):
+        self.trusted, self.message, self._record = record["trusted"], record["message"], record
+
+    def as_dict(self) -> dict:
+        return self._record
+
+
+def _report_check(check: Any) -> dict:
+    """Print the self-check's verdict; its record for metrics.json."""
+    if check.trusted:
+        typer.echo(check.message)
+    else:
+        _warn(check.message)
+    return check.as_dict()
+
+
 def _fit(
-    X: np.ndarray, y: np.ndarray, kind: str, test_size: float, out: Path, settings: dict
+    X: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    test_size: float,
+    out: Path,
+    settings: dict,
+    self_check: bool = False,
 ) -> tuple[dict, tuple[str, ...]]:
     """The computation of ``ekibnn fit`` (everything checked): split, fit, figures and plots.
 
@@ -548,6 +604,17 @@ def _fit(
     report["warnings"] = messages
     for message in messages:
         typer.echo(f"warning: {message}", err=True)
+    if self_check:
+        import warnings
+
+        from ekibnn.errors import FidelityWarning
+
+        with warnings.catch_warnings():  # the verdict is printed and recorded instead
+            warnings.simplefilter("ignore", FidelityWarning)
+            check = model.self_check(seed=settings["random_state"])
+        report["self_check"] = _report_check(check)
+        if not check.trusted:
+            report["warnings"] = [*messages, check.message]
     if kind == "regression":
         mean, std = (np.asarray(a) for a in model.predict(X_te, return_std=True))
         scores = metrics.regression_report(y_te, mean, std)  # one compiled program
@@ -599,6 +666,7 @@ def pinn(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("out/pinn"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     scale: Scale = 1.0,
+    self_check: SelfCheck = False,
     progress: Progress = True,
 ) -> None:
     _require(
@@ -623,6 +691,7 @@ def pinn(
         "pass e.g. --noise 0.1",
     )
     _check_common(seed, scale)
+    _check_self_check(self_check, method)
     out = _out_dir(out, PINN_FILES)
     cache = _start_jax(ctx)
     from ekibnn.pinn import run_pinn
@@ -635,9 +704,13 @@ def pinn(
         seed=seed,
         scale=scale,
         progress=progress,
+        self_check=self_check,
     )
     for message in report["warnings"]:
-        typer.echo(f"warning: {message}", err=True)
+        if "self_check" not in report or message != report["self_check"]["message"]:
+            typer.echo(f"warning: {message}", err=True)
+    if "self_check" in report:
+        _report_check(_Verdict(report["self_check"]))
     for name, post in report["parameters"].items():
         typer.echo(f"{name:>8s}: {post['mean']:.4g} +- {post['std']:.3g} (true {post['true']})")
     shown = ("rel_l2_u", "rel_l2_f", "coverage_u_95", "wall_time_s")

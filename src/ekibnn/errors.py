@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 __all__ = [
     "ConvergenceWarning",
+    "FidelityWarning",
     "InputError",
     "OutOfMemoryError",
     "convergence_recorded",
@@ -130,6 +131,14 @@ class ConvergenceWarning(UserWarning):
     """An iterative fit stopped at its step budget before its convergence test passed (the
     result is returned, but it is not the converged answer): raise the budget the message
     names, or check the model."""
+
+
+class FidelityWarning(UserWarning):
+    """A fidelity self-check failed (:func:`ekibnn.inversion.self_check`,
+    ``EKIRegressor.self_check``, :func:`ekibnn.pinn.self_check`): the MAP did not converge, or
+    the linearised-Laplace spread disagrees with a nonlinear RML ensemble's by more than the
+    Monte-Carlo error allows. The Laplace posterior is returned as it is; its message says
+    what was measured and what to do."""
 
 
 @contextlib.contextmanager

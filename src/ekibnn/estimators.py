@@ -241,10 +241,87 @@ class _EKIBase(BaseEstimator):
         self.history_ = np.asarray(fit.history.misfit, np.float64)
         self.n_iter_ = int(fit.num_steps)
         self.converged_ = fit.converged
+        self._problem = fit.problem  # the fitted inverse problem (Jacobian recipes): self_check
+        self._train_Xs = None  # set by fit: the standardised inputs trained on
 
     @property
     def _linearised(self) -> bool:
         return isinstance(self.posterior_, LinearisedPosterior)
+
+    @threadpool_limits.wrap(limits=1, user_api="blas")
+    def self_check(
+        self, X=None, *, num_members: int = 32, max_steps: int = 100, seed: int | None = None
+    ) -> Any:
+        """The fidelity self-check of a ``"laplace"`` fit: the linearised predictive std of the
+        network's outputs at ``X`` against that of a small randomized-maximum-likelihood
+        ensemble (``num_members`` MAP problems with perturbed data and prior draws, started at
+        the MAP, through the *nonlinear* network) on the same fitted problem, with the MAP's
+        convergence (:func:`ekibnn.inversion.self_check`; the threshold is explained at
+        :class:`ekibnn.inversion.FidelityCheck`). Costs about ``num_members`` short refits.
+
+        Args:
+            X: inputs ``(n, d)`` to compare the predictions at; None: the training inputs.
+            num_members: RML members J (the pass band is ``3 / sqrt(2 (J - 1)) + 0.1`` in
+                ``|log std_ratio|``: J = 32 accepts ratios in about [0.62, 1.62]).
+            max_steps: Levenberg-Marquardt steps of each member.
+            seed: seed of the members' draws; None: derived from the fit's seed.
+
+        Returns:
+            The :class:`ekibnn.inversion.FidelityCheck` (``laplace_std`` and ``rml_std`` in the
+            units of ``y`` for a regressor, of the logits for a classifier).
+
+        Raises:
+            InputError: before ``fit``; for a recipe other than ``"laplace"`` (the ensemble
+                recipes and ``"rml"`` already go through the nonlinear network, so there is
+                nothing to check); for a classifier (RML perturbs Gaussian data: there is no
+                RML counterpart of the categorical likelihood here); for bad arguments.
+
+        Warns:
+            FidelityWarning: when the check fails (its message says why and what to do).
+        """
+        if not hasattr(self, "posterior_"):
+            raise input_error(
+                f"{type(self).__name__}.self_check",
+                "a fitted estimator",
+                "an estimator that was not fitted",
+                "call fit(X, y) first",
+            )
+        if not self._linearised or getattr(self, "_problem", None) is None:
+            raise input_error(
+                f"{type(self).__name__}.self_check",
+                "an estimator fitted with method='laplace' (a linearised posterior to check)",
+                f"method={self.method!r}",
+                "the check compares the linearised Laplace posterior with an RML ensemble; an "
+                "ensemble recipe's members already go through the nonlinear network, so there "
+                "is nothing to check: refit with method='laplace' to use it",
+            )
+        if seed is not None and not (_is_int(seed) and 0 <= seed < 2**32):
+            raise _bad("seed", "None or an integer in [0, 2**32)", seed, "pass e.g. seed=0")
+        if X is None:
+            Xs = self._train_Xs
+        else:
+            X = validate_data(self, X, reset=False, dtype=np.float64)
+            Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+        if seed is None:
+            key = jax.random.fold_in(self._predict_key, 2)
+        else:
+            key = jax.random.key(int(seed))
+        fit = recipes.Fit(self.posterior_, None, 0, None, None, problem=self._problem)
+        check = recipes.self_check(
+            fit,
+            _Outputs(jnp.asarray(Xs)),
+            key,
+            num_members=num_members,
+            max_steps=max_steps,
+            warn=False,
+        )
+        if isinstance(self, RegressorMixin):  # standardised units -> units of y
+            unit = float(self.y_scale_)
+            check = check._replace(
+                laplace_std=check.laplace_std * unit, rml_std=check.rml_std * unit
+            )
+        check.warn(stacklevel=3)  # past the threadpool_limits wrapper, to the caller
+        return check
 
     def _blocks(self, X, per_block) -> list:
         """``per_block(fn)`` on fixed-size zero-padded blocks of the standardised inputs, ``fn``
@@ -427,6 +504,7 @@ class EKIRegressor(RegressorMixin, _EKIBase):
         likelihood = regression(jnp.asarray(Xs), jnp.asarray(ys), start)
         fit = self._fit_recipe(seed, Xs, likelihood, 1, estimate)
         self._store(fit, seed)
+        self._train_Xs = Xs  # the rows trained on (not the hold-out)
         noise = start if fit.noise is None else fit.noise
         if estimate and X_val is not None:
             outputs = self._member_outputs(X_val * self.x_scale_ + self.x_mean_)[..., 0]
@@ -564,6 +642,7 @@ class EKIClassifier(ClassifierMixin, _EKIBase):
             likelihood = classification(jnp.asarray(Xs), labels, k, float(self.pseudo_noise))
             fit = self._fit_recipe(seed, Xs, likelihood, k, False)
         self._store(fit, seed)
+        self._train_Xs = Xs
         return self
 
     def sample_predictions(self, X) -> np.ndarray:

@@ -32,7 +32,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["DEFAULT", "NAMES", "RECIPES", "Fit", "Problem", "Recipe", "fit"]
+__all__ = ["DEFAULT", "NAMES", "RECIPES", "Fit", "Problem", "Recipe", "fit", "self_check"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +223,8 @@ class Fit(NamedTuple):
             tuned, else None.
         converged: for ``"laplace"``, whether the MAP run converged (and the evidence
             settled); for ``"rml"``, whether every member converged; else None.
+        problem: for the Jacobian recipes, the :class:`Problem` the posterior belongs to (with
+            the fitted noise and prior scale: what :func:`self_check` needs); else None.
     """
 
     posterior: Any
@@ -232,6 +234,7 @@ class Fit(NamedTuple):
     noise: float | None
     prior_scale: float | None = None
     converged: bool | None = None
+    problem: Problem | None = None
 
     @property
     def particles(self) -> Any:
@@ -401,7 +404,9 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
                 stacklevel=3,
             )
         post = algo.posterior(result.state)
-        return Fit(post, result.history, result.num_steps, result.state, None, None, converged)
+        return Fit(
+            post, result.history, result.num_steps, result.state, None, None, converged, problem
+        )
     algo = gauss_newton(
         forward, problem.obs, problem.prior, likelihood=problem.likelihood, **options
     )
@@ -427,9 +432,11 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
     post = algo.posterior(result.state)
     noise = prior_scale = None
     settled = True
+    fitted_problem = problem
     if tuned:
         fitted = algo.fitted(result.state)
         settled = fitted.settled
+        fitted_problem = problem._replace(obs=fitted.obs, prior=fitted.prior)
         if problem.estimate_noise:
             noise = float(fitted.noise_scale * problem.obs.std[0])
         if problem.estimate_prior:
@@ -449,7 +456,78 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
             stacklevel=3,
         )
     steps_taken = taken + result.num_steps
-    return Fit(post, result.history, steps_taken, result.state, noise, prior_scale, converged)
+    return Fit(
+        post,
+        result.history,
+        steps_taken,
+        result.state,
+        noise,
+        prior_scale,
+        converged,
+        fitted_problem,
+    )
+
+
+def self_check(
+    fit: Fit,
+    fn: Callable,
+    key: Any,
+    *,
+    num_members: int = 32,
+    max_steps: int = 100,
+    warn: bool = True,
+) -> Any:
+    """The fidelity self-check (:func:`ekibnn.inversion.self_check`) of a ``"laplace"`` fit:
+    its linearised predictive std of ``fn`` against a small RML ensemble's on the same
+    problem (fitted noise and prior scale), with the MAP's convergence.
+
+    Args:
+        fit: what :func:`fit` returned for ``"laplace"``.
+        fn: the output to compare, ``fn(params) -> array`` of ONE member.
+        key: a JAX PRNG key.
+        num_members: RML members J (the verdict's band is ``3 / sqrt(2 (J - 1)) + 0.1``).
+        max_steps: their Levenberg-Marquardt steps (they start at the MAP).
+        warn: warn with :class:`ekibnn.errors.FidelityWarning` when the check fails.
+
+    Returns:
+        The :class:`ekibnn.inversion.FidelityCheck`.
+
+    Raises:
+        InputError: when ``fit`` has no linearised posterior (an ensemble or UKI recipe, where
+            the check does not apply) or a non-Gaussian likelihood (RML perturbs Gaussian
+            data).
+    """
+    from ekibnn.errors import input_error
+    from ekibnn.inversion import self_check as _self_check
+    from ekibnn.posterior import LinearisedPosterior
+
+    if not isinstance(fit.posterior, LinearisedPosterior) or fit.problem is None:
+        raise input_error(
+            "self_check",
+            "a fit of the 'laplace' recipe (a linearised posterior to check)",
+            f"a fit with a {type(fit.posterior).__name__}",
+            "the check compares the linearised Laplace posterior with RML; an ensemble's "
+            "members already go through the nonlinear model, so there is nothing to check",
+        )
+    problem = fit.problem
+    if problem.likelihood is not None:
+        raise input_error(
+            "self_check",
+            "a Gaussian likelihood (RML perturbs the data by Gaussian noise)",
+            f"a {problem.likelihood.name} likelihood",
+            "no RML counterpart exists for it here; compare with a method='teki' fit instead",
+        )
+    return _self_check(
+        fit.posterior,
+        problem.forward_fn,
+        problem.obs,
+        problem.prior,
+        fn,
+        key,
+        num_members=num_members,
+        max_steps=max_steps,
+        warn=warn,
+    )
 
 
 def _ensemble_algorithm(stage: str, problem: Problem, obs: Any, s: dict) -> Any:

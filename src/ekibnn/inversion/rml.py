@@ -21,6 +21,9 @@ in the state. Every per-member array has the members on its leading axis, so
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ekibnn.ensemble import flatten, flatten_member
-from ekibnn.errors import input_error
+from ekibnn.errors import FidelityWarning, input_error
 from ekibnn.inversion.gauss_newton import (
     GaussNewton,
     GaussNewtonInfo,
@@ -217,11 +220,33 @@ def rml(
     return RML(lm=lm, start=start)
 
 
+#: Standard errors of the Monte-Carlo band of :attr:`FidelityCheck.band`.
+FIDELITY_SIGMAS = 3.0
+#: Disagreement (in ``|log std_ratio|``) tolerated beyond the Monte-Carlo band: about 10%.
+FIDELITY_TOLERANCE = 0.1
+#: Share of RML members that must converge for the comparison to count.
+FIDELITY_MIN_CONVERGED = 0.5
+
+
 class FidelityCheck(NamedTuple):
-    """What :func:`self_check` measured (floats and bools, on the host).
+    """What :func:`self_check` measured (floats and bools, on the host), and its verdict.
+
+    The verdict (:attr:`trusted`, :attr:`message`) fails when the MAP did not converge, when
+    fewer than half the RML members converged (the comparison is then inconclusive), or when
+    ``|log std_ratio|`` exceeds :attr:`band` ``= 3 / sqrt(2 (J - 1)) + 0.1``. The band: the
+    RML std is estimated from ``J`` members, and the log of a sample std of ``J`` Gaussian
+    draws has standard error ``1 / sqrt(2 (J - 1))`` (the Laplace std is exact, so this is the
+    ratio's whole Monte-Carlo error; averaging over correlated outputs does not make it larger).
+    Three standard errors make a false alarm about a 0.3% event when the linearisation is
+    exact (a linear-Gaussian problem, where RML members are exact posterior samples); the
+    extra 0.1 (a spread about 10% off) is a disagreement too small to change a decision, and
+    keeps large ``J`` from flagging a harmless nonlinearity. ``J = 32``: the ratio must lie in
+    about ``[0.62, 1.62]``; ``J = 16``: ``[0.52, 1.91]``; ``J = 8``: ``[0.41, 2.46]`` (a coarse
+    screen: use ``J >= 32`` for a sharp check).
 
     Attributes:
-        std_ratio: mean over the outputs of the Laplace predictive std over the RML ensemble's.
+        std_ratio: mean over the outputs of the Laplace predictive std over the mean of the
+            RML ensemble's (unbiased, ``ddof = 1``).
         std_ratio_min: its smallest pointwise value.
         std_ratio_max: its largest pointwise value.
         laplace_std: mean Laplace predictive std.
@@ -243,6 +268,68 @@ class FidelityCheck(NamedTuple):
     rml_converged: float
     num_members: int
 
+    @property
+    def band(self) -> float:
+        """The largest ``|log std_ratio|`` that passes: ``3 / sqrt(2 (J - 1)) + 0.1``."""
+        return FIDELITY_SIGMAS / math.sqrt(2 * max(self.num_members - 1, 1)) + FIDELITY_TOLERANCE
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """What failed, one sentence each (empty: the check passed)."""
+        out = []
+        if self.map_converged is False:
+            out.append(
+                f"the MAP did not converge (|grad| = {self.map_grad_norm:.3g} in prior-whitened "
+                "units): the Laplace posterior sits at the wrong point; give the fit more steps"
+            )
+        if not self.rml_converged >= FIDELITY_MIN_CONVERGED:
+            out.append(
+                f"only {100 * self.rml_converged:.0f}% of the {self.num_members} RML members "
+                "converged: the comparison is inconclusive; pass a larger max_steps"
+            )
+        ratio = self.std_ratio
+        if not (ratio > 0 and abs(math.log(ratio)) <= self.band):
+            low, high = math.exp(-self.band), math.exp(self.band)
+            side = "narrower" if ratio < 1 else "wider"
+            out.append(
+                f"the Laplace predictive std is {ratio:.3g} times the RML ensemble's, outside "
+                f"[{low:.2f}, {high:.2f}] (Monte-Carlo error of J = {self.num_members} members "
+                f"plus {100 * FIDELITY_TOLERANCE:.0f}%): the linearised posterior is {side} "
+                "than the nonlinear one; use method='rml' (or an ensemble), or a model closer "
+                "to linear over the posterior's spread"
+            )
+        return tuple(out)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the check passed (no :attr:`failures`)."""
+        return not self.failures
+
+    @property
+    def message(self) -> str:
+        """The verdict in one line."""
+        head = (
+            f"fidelity self-check: Laplace/RML std ratio {self.std_ratio:.3g} "
+            f"(pointwise {self.std_ratio_min:.3g} to {self.std_ratio_max:.3g}, "
+            f"J = {self.num_members})"
+        )
+        if self.trusted:
+            return f"{head}: passed, the linearised posterior agrees with the nonlinear one"
+        return f"{head}: FAILED: " + "; ".join(self.failures)
+
+    def as_dict(self) -> dict:
+        """The fields, with ``band``, ``trusted`` and ``message`` (for ``metrics.json``)."""
+        return self._asdict() | {
+            "band": self.band,
+            "trusted": self.trusted,
+            "message": self.message,
+        }
+
+    def warn(self, stacklevel: int = 2) -> None:
+        """Warn with :class:`ekibnn.errors.FidelityWarning` unless the check passed."""
+        if not self.trusted:
+            warnings.warn(FidelityWarning(self.message), stacklevel=stacklevel + 1)
+
 
 def self_check(
     posterior: LinearisedPosterior,
@@ -254,13 +341,18 @@ def self_check(
     *,
     num_members: int = 32,
     max_steps: int = 100,
+    warn: bool = True,
     **options,
 ) -> FidelityCheck:
     """How far the linearisation is off along the posterior's spread: the Laplace predictive
     std of ``fn`` against that of a small RML ensemble (nonlinear, started at the MAP) on the
     same problem, with the MAP's convergence. A ratio far from 1 (beyond the Monte-Carlo error
     ``1 / sqrt(2 num_members)``) or an unconverged MAP means the Laplace posterior should not
-    be trusted as it is.
+    be trusted as it is (:attr:`FidelityCheck.trusted` says which, with the threshold).
+
+    The RML run costs about ``num_members`` MAP fits of ``max_steps`` steps from a good start
+    (the MAP); for a linear-Gaussian model its members are exact posterior samples, so the
+    ratio is 1 up to the Monte-Carlo error.
 
     Args:
         posterior: the Laplace posterior (:func:`ekibnn.laplace` or
@@ -272,6 +364,7 @@ def self_check(
         key: PRNG key (prior draws and perturbations of the RML members).
         num_members: RML members (J >= 2).
         max_steps: their Levenberg–Marquardt steps.
+        warn: warn with :class:`ekibnn.errors.FidelityWarning` when the check fails.
         **options: other :func:`rml` options (``indexed_forward``, ``space``, ...).
 
     Returns:
@@ -279,6 +372,9 @@ def self_check(
 
     Raises:
         InputError: for bad arguments.
+
+    Warns:
+        FidelityWarning: with ``warn=True``, when the check fails (its message says why).
     """
     from ekibnn.run import run
 
@@ -289,13 +385,21 @@ def self_check(
             type(posterior).__name__,
             "build it with ek.laplace(...) or algo.posterior(state)",
         )
+    for name, value, least in (("num_members", num_members, 2), ("max_steps", max_steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise input_error(
+                f"self_check {name}", f"an integer >= {least}", repr(value), f"pass e.g. {name}=32"
+            )
+    num_members, max_steps = int(num_members), int(max_steps)
     key_draws, key_run = jax.random.split(key)
     algo = rml(forward_fn, obs, prior, start=posterior.mean, max_steps=max_steps, **options)
     result = run(key_run, algo, prior.sample(key_draws, num_members), max_steps, progress=False)
-    ensemble_std = algo.posterior(result.state).predict(fn).std
+    # unbiased (ddof = 1): the population std of J draws is sqrt((J - 1) / J) too small
+    bessel = math.sqrt(num_members / (num_members - 1))
+    ensemble_std = algo.posterior(result.state).predict(fn).std * bessel
     laplace_std = posterior.predict(fn).std
     ratio = laplace_std / ensemble_std
-    return FidelityCheck(
+    check = FidelityCheck(
         std_ratio=float(jnp.mean(laplace_std) / jnp.mean(ensemble_std)),
         std_ratio_min=float(jnp.min(ratio)),
         std_ratio_max=float(jnp.max(ratio)),
@@ -304,5 +408,8 @@ def self_check(
         map_converged=posterior.converged,
         map_grad_norm=float(posterior.grad_norm),
         rml_converged=float(jnp.mean(result.state.converged)),
-        num_members=int(num_members),
+        num_members=num_members,
     )
+    if warn:
+        check.warn(stacklevel=2)
+    return check

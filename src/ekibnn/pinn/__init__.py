@@ -43,6 +43,7 @@ from ekibnn.pinn.problem import (
     evaluate,
     fit,
     laplacian,
+    self_check,
 )
 from ekibnn.pinn.problems import (
     PROBLEMS,
@@ -74,5 +75,6 @@ __all__ = [
     "laplacian",
     "poisson1d",
     "run_pinn",
+    "self_check",
     "to_inference_data",
 ]

@@ -61,6 +61,7 @@ __all__ = [
     "dirichlet",
     "draws",
     "laplacian",
+    "self_check",
 ]
 
 GROUPS = ("u", "b", "f")
@@ -509,3 +510,69 @@ def evaluate(
         "coverage_u_95": float(np.mean((u_true >= lo) & (u_true <= hi))),
         "u_std": float(np.mean(u.std(0))),
     }
+
+
+class _CheckOutputs(eqx.Module):
+    """``[u(x); constrained physical parameters]`` of ONE member (what :func:`self_check`
+    compares)."""
+
+    problem: PINNProblem = eqx.field(static=True)
+    x: Array
+
+    def __call__(self, params: PyTree) -> Array:
+        values = self.problem.constrained(params["phys"])
+        u = params["net"](self.x)[:, 0]
+        phys = [jnp.asarray(values[k], u.dtype).reshape(1) for k in self.problem.phys]
+        return jnp.concatenate([u, *phys])
+
+
+def self_check(
+    problem: PINNProblem,
+    result: recipes.Fit,
+    key: Array,
+    *,
+    x: ArrayLike | None = None,
+    num_members: int = 32,
+    max_steps: int = 100,
+    warn: bool = True,
+) -> Any:
+    """The fidelity self-check of a ``"laplace"`` B-PINN fit: the linearised predictive std of
+    ``u`` at ``x`` and of the (constrained) physical parameters against that of a small RML
+    ensemble on the same problem, started at the MAP, through the nonlinear PINN; with the
+    MAP's convergence (:func:`ekibnn.inversion.self_check`; the threshold is explained at
+    :class:`ekibnn.inversion.FidelityCheck`). Costs about ``num_members`` short refits.
+
+    Args:
+        problem: the B-PINN problem that was fitted.
+        result: what :func:`fit` returned for it (method ``"laplace"``).
+        key: a JAX PRNG key.
+        x: points ``(n, d)`` where ``u`` is compared; None: the problem's measurement,
+            boundary and residual points.
+        num_members: RML members J.
+        max_steps: their Levenberg-Marquardt steps.
+        warn: warn with :class:`ekibnn.errors.FidelityWarning` when the check fails.
+
+    Returns:
+        The :class:`ekibnn.inversion.FidelityCheck` (the ratio's mean runs over the ``u``
+        values and the physical parameters together; its min and max are pointwise).
+
+    Raises:
+        InputError: for a fit of another recipe (nothing linearised to check) or bad points.
+    """
+    if not isinstance(problem, PINNProblem):
+        raise input_error(
+            "pinn.self_check problem", "a PINNProblem", type(problem).__name__, "pass the problem"
+        )
+    points = np.concatenate([problem.x_u, problem.x_b, problem.x_f]) if x is None else x
+    xj = jnp.asarray(_points("x", points, problem.dim), jnp.result_type(float))
+    check = recipes.self_check(
+        result,
+        _CheckOutputs(problem, xj),
+        key,
+        num_members=num_members,
+        max_steps=max_steps,
+        warn=False,
+    )
+    if warn:
+        check.warn(stacklevel=2)
+    return check

@@ -297,6 +297,7 @@ def run_pinn(
     scale: float = 1.0,
     progress: bool = True,
     problem_kwargs: dict | None = None,
+    self_check: bool = False,
 ) -> dict:
     """Build a ready-made problem, fit it, and report (and optionally save) the results.
 
@@ -312,6 +313,10 @@ def run_pinn(
         progress: show a progress bar.
         problem_kwargs: extra keyword arguments of the problem's constructor (e.g.
             ``{"hidden": (8,)}`` for a tiny network).
+        self_check: after a ``"laplace"`` fit, run :func:`ekibnn.pinn.self_check` (32 RML
+            members and 100 steps, times ``scale``, at least 8 and 20) and put its fields and
+            verdict under ``"self_check"``; a failure is reported there and under
+            ``"warnings"``, not raised.
 
     Returns:
         The metrics of :func:`ekibnn.pinn.evaluate` plus ``"wall_time_s"`` (fit, compilation
@@ -320,6 +325,13 @@ def run_pinn(
         the first and the last step),
         ``"problem"`` and ``"noise"``.
     """
+    if self_check and method != "laplace":
+        raise input_error(
+            "run_pinn self_check",
+            "method='laplace' (the check compares the linearised posterior with RML)",
+            f"method={method!r}",
+            "drop self_check, or use method='laplace'",
+        )
     if problem_name not in PROBLEMS:
         raise input_error(
             "problem_name", f"one of {sorted(PROBLEMS)}", repr(problem_name), "pick a listed one"
@@ -363,6 +375,20 @@ def run_pinn(
         problem=problem_name,
         noise=float(noise),
     )
+    if self_check:
+        from ekibnn.pinn.problem import self_check as _self_check
+
+        check = _self_check(
+            problem,
+            result,
+            jax.random.fold_in(key_draw, 1),
+            num_members=max(8, round(32 * scale)),
+            max_steps=max(20, round(100 * scale)),
+            warn=False,
+        )
+        metrics["self_check"] = check.as_dict()
+        if not check.trusted:
+            metrics["warnings"] = [*messages, check.message]
     if out is not None:
         write_json(out / "metrics.json", metrics)
         _plot(problem, posterior, out, key_draw)
