@@ -56,6 +56,7 @@ import numpy as np
 import posterior_fidelity as pf
 
 from ekibnn import demo, metrics, pinn
+from ekibnn.errors import convergence_recorded
 from ekibnn.estimators import EKIRegressor
 
 RESULTS = Path(__file__).parent / "results"
@@ -393,7 +394,9 @@ def run_suite(problems, sz: dict, seed: int = 0, out: Path = RESULTS, meta=None)
     rows = []
     for name in problems:
         print(f"== {name}", flush=True)
-        row, plot = run_one(name, seed, sz)
+        with convergence_recorded() as warned:  # reported in the row, not raised
+            row, plot = run_one(name, seed, sz)
+        row["warnings"] = warned
         rows.append(row)
         figure(out / f"fidelity_{name}.png", plot)
         text = table(rows)
