@@ -1,5 +1,6 @@
-"""benchmarks/fidelity_suite.py at tiny sizes: the table has every column, its numbers are
-finite, the files are written, and ekibnn's default is not far off NUTS even here."""
+"""benchmarks/fidelity_suite.py at tiny sizes (the tutorial problem): the table has every
+column, its numbers are finite, the files are written, and ekibnn's default is not far off
+NUTS even here."""
 
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def test_checks_apply_the_targets():
 
 
 def test_tiny_suite_writes_a_complete_table(tmp_path):
-    problems = ["tutorial", "poisson1d"]
+    # the tutorial only: poisson1d doubles the time (compilation, on the 2-core CPU); the
+    # B-PINN rows are exercised by `python benchmarks/fidelity_suite.py --quick`
+    problems = ["tutorial"]
     rows = suite.run_suite(problems, TINY, seed=0, out=tmp_path)
     assert [r["problem"] for r in rows] == problems
     for row in rows:
@@ -75,11 +78,10 @@ def test_tiny_suite_writes_a_complete_table(tmp_path):
         assert row["nuts_rhat"] >= 1 - 1e-6  # may be inf: 10 draws per chain
         # ekibnn's default is near NUTS's accuracy even at this size (NUTS is under-run)
         assert row["rmse_ratio"] < 2.5, row
-    tut, pinn = rows
+    (tut,) = rows
     assert math.isfinite(tut["epi_ratio_out"]) and tut["grows_outside"] is not None
     assert tut["ekibnn_summary"]["rmse"] < 0.25  # laplace fits the sine on |x| <= 2
-    assert pinn["epi_ratio_out"] is None and pinn["checks"]["epi_ratio_out"] is None
-    assert math.isfinite(pinn["phys_z"]) and pinn["phys_std_ratio"] > 0
+    assert tut["phys_z"] is None and tut["checks"]["phys_z"] is None  # no physical parameter
     for name in (
         "fidelity_suite.json",
         "fidelity_suite.md",
