@@ -191,6 +191,38 @@ def compare(row: dict, nuts: dict) -> dict:
     }
 
 
+def fit_row(problem, method, key, **settings):
+    """Fit one recipe (its defaults, unless ``settings`` says otherwise) and summarise it.
+
+    Returns ``(row, posterior)``: the row has ``method``, ``wall_time_s`` (compilation
+    included), ``num_steps``, :func:`ekibnn.pinn.evaluate`'s metrics and (for an ensemble)
+    :func:`fit_quality`'s; ``posterior`` is the ensemble's particles, or the linearised
+    posterior of the Jacobian recipes (no weight draws: its misfit columns are NaN)."""
+    start = time.perf_counter()
+    result = pinn.fit(problem, key, method=method, **settings)
+    posterior = result.posterior
+    posterior = posterior.particles if hasattr(posterior, "particles") else posterior
+    jax.block_until_ready(posterior)
+    wall = time.perf_counter() - start
+    row = {"method": method, "wall_time_s": wall, "num_steps": int(result.num_steps)}
+    row.update(pinn.evaluate(problem, posterior, key=jax.random.fold_in(key, 1)))
+    if isinstance(posterior, dict):  # an ensemble: where its members sit
+        row.update(fit_quality(problem, posterior))
+    return row, posterior
+
+
+def nuts_row(problem, key, chains, warmup, samples, keep, init_particles=None):
+    """NUTS on the problem's posterior: ``(row, particles)``, the row with
+    :func:`nuts_posterior`'s diagnostics and the same metrics as :func:`fit_row`'s."""
+    particles, wall, info = nuts_posterior(
+        problem, key, chains, warmup, samples, keep, init_particles
+    )
+    row = {"method": "nuts", "wall_time_s": wall, **info}
+    row.update(pinn.evaluate(problem, particles))
+    row.update(fit_quality(problem, particles))
+    return row, particles
+
+
 def run_problem(name, args):
     kwargs = {} if args.noise is None else {"noise": args.noise}
     problem = pinn.PROBLEMS[name](parameterization=args.parameterization, **kwargs)
@@ -200,29 +232,22 @@ def run_problem(name, args):
     samples = args.samples or samples
     rows, ensembles = [], {}
     for method in args.methods:
-        start = time.perf_counter()
-        result = pinn.fit(
+        row, ensembles[method] = fit_row(
             problem,
+            method,
             jax.random.key(args.seed),
-            method=method,
             ensemble_size=args.ensemble_size,
             max_steps=args.max_steps,
             inflation=args.inflation,
             sampler_time=args.sampler_time,
         )
-        jax.block_until_ready(result.particles)
-        wall = time.perf_counter() - start
-        row = {"method": method, "wall_time_s": wall, "num_steps": int(result.num_steps)}
-        row.update(pinn.evaluate(problem, result.particles))
-        row.update(fit_quality(problem, result.particles))
         rows.append(row)
-        ensembles[method] = result.particles
-        print(f"  {name} {method}: {wall:.1f} s", flush=True)
+        print(f"  {name} {method}: {row['wall_time_s']:.1f} s", flush=True)
     init_particles = None
     if args.nuts_init == "ekibnn":
         first = ensembles[args.methods[0]]
         init_particles = jax.tree_util.tree_map(lambda a: a[:chains], first)
-    particles, wall, info = nuts_posterior(
+    nuts, particles = nuts_row(
         problem,
         jax.random.key(args.seed + 1),
         chains,
@@ -231,16 +256,16 @@ def run_problem(name, args):
         args.keep,
         init_particles,
     )
+    wall = nuts["wall_time_s"]
     print(f"  {name} nuts: {wall:.1f} s", flush=True)
-    nuts = {"method": "nuts", "wall_time_s": wall, **info}
-    nuts.update(pinn.evaluate(problem, particles))
-    nuts.update(fit_quality(problem, particles))
     for row in rows:
         row["speedup_vs_nuts"] = wall / row["wall_time_s"]
         row["targets"] = compare(row, nuts)
     nuts_phys = problem.constrained(particles["phys"])
     samples_k = {"nuts": {k: np.asarray(v).tolist() for k, v in nuts_phys.items()}}
     for method, ens in ensembles.items():
+        if not isinstance(ens, dict):  # a linearised posterior: no members to histogram
+            continue
         phys = problem.constrained(ens["phys"])
         samples_k[method] = {k: np.asarray(v).tolist() for k, v in phys.items()}
     return {

@@ -218,18 +218,31 @@ def estimator(method, sampler_time, sz, **kw) -> EKIRegressor:
     return EKIRegressor(method=method, sampler_time=sampler_time, **kw)
 
 
-def tutorial(args, sz) -> list[dict]:
-    x, y = tutorial_sine(seed=args.seed, n=500, noise=NOISE)
-    x_test, y_test = tutorial_sine(seed=args.seed + 10_000, n=500, noise=NOISE)
-    truth = np.asarray(sine_truth(GRID))
-    model = MLP(jax.random.key(args.seed), 1, 1, sz["hidden_tut"], parameterization="standard")
+def tutorial_data(seed: int):
+    """The tutorial's training data, its 500 held-out noisy points and the truth on ``GRID``
+    (the demo's data for the same seed)."""
+    x, y = tutorial_sine(seed=seed, n=500, noise=NOISE)
+    x_test, y_test = tutorial_sine(seed=seed + 10_000, n=500, noise=NOISE)
+    return x, y, x_test, y_test, np.asarray(sine_truth(GRID))
+
+
+def nuts_tutorial(seed: int, sz: dict, name: str = "nuts:standard") -> dict:
+    """NUTS on the tutorial's posterior (standard-parameterised tanh network of widths
+    ``sz["hidden_tut"]``, raw N(0, 1) prior, noise 0.1 known): its row of :func:`summary`."""
+    x, y, x_test, y_test, truth = tutorial_data(seed)
+    model = MLP(jax.random.key(seed), 1, 1, sz["hidden_tut"], parameterization="standard")
     flat0, unravel = ravel_pytree(model)
     apply_flat = lambda theta, X, u=unravel: u(theta)(X)[:, 0]  # noqa: E731
     logdensity = gaussian_regression_logdensity(apply_flat, jnp.asarray(x), jnp.asarray(y), NOISE)
-    ref = nuts_row(
-        "nuts:standard", apply_flat, logdensity, flat0.size, jax.random.key(args.seed + 2), sz,
+    return nuts_row(
+        name, apply_flat, logdensity, flat0.size, jax.random.key(seed + 2), sz,
         GRID[:, None], None, x_test, y_test, truth, NOISE,
     )  # fmt: skip
+
+
+def tutorial(args, sz) -> list[dict]:
+    x, y, x_test, y_test, truth = tutorial_data(args.seed)
+    ref = nuts_tutorial(args.seed, sz)
     rows = [ref]
 
     def predict_rows(name, members_fn, wall, ref):
@@ -289,53 +302,100 @@ def tutorial(args, sz) -> list[dict]:
     return rows
 
 
-def diabetes(args, sz) -> list[dict]:
+def load_regression(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` of a regression data set: scikit-learn's bundled ``diabetes``, or
+    ``friedman1`` as ``uci_style.py`` generates it (500 points, noise std 1, seed 0)."""
+    if name == "friedman1":
+        from uci_style import datasets
+
+        X, y = {n: (X, y) for n, X, y in datasets()}[name]
+        return np.asarray(X, np.float64), np.asarray(y, np.float64)
+    X, y, _ = load_sklearn(name)
+    return X, y
+
+
+def split_dataset(name: str, seed: int) -> dict:
+    """A seeded 75/25 split of :func:`load_regression`'s data: raw arrays (what an estimator
+    gets), the same standardised with the training statistics (what NUTS gets) and the
+    "outside" inputs (the test inputs scaled by ``OUT_SCALE`` about the training mean)."""
     from sklearn.model_selection import train_test_split
 
-    X, y, _ = load_sklearn("diabetes")
-    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=args.seed)
+    X, y = load_regression(name)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=seed)
     x_mean, x_std = X_tr.mean(0), X_tr.std(0)
     y_mean, y_std = y_tr.mean(), y_tr.std()
-    Xs_tr = ((X_tr - x_mean) / x_std).astype(np.float32)
     Xs_te = ((X_te - x_mean) / x_std).astype(np.float32)
-    X_out = X_te * 0 + x_mean + OUT_SCALE * (X_te - x_mean)  # raw units, for the estimators
-    ys_tr = ((y_tr - y_mean) / y_std).astype(np.float32)
-    model = MLP(jax.random.key(args.seed), X.shape[1], 1, sz["hidden_diab"], parameterization="ntk")
+    return {
+        "X_tr": X_tr,
+        "X_te": X_te,
+        "y_tr": y_tr,
+        "y_te": y_te,
+        "X_out": x_mean + OUT_SCALE * (X_te - x_mean),  # raw units, for the estimators
+        "Xs_tr": ((X_tr - x_mean) / x_std).astype(np.float32),
+        "Xs_te": Xs_te,
+        "Xs_out": OUT_SCALE * Xs_te,
+        "ys_tr": ((y_tr - y_mean) / y_std).astype(np.float32),
+        "ys_te": (y_te - y_mean) / y_std,
+        "y_std": float(y_std),
+    }
+
+
+def nuts_dataset(name, data, hidden, seed, sz) -> dict:
+    """NUTS on an NTK-parameterised network of widths ``hidden`` with a raw N(0, 1) prior and
+    the noise std unknown (``log sigma ~ N(-1, 1)``), on :func:`split_dataset`'s standardised
+    data; the row in the target's units."""
+    d = data["Xs_tr"].shape[1]
+    model = MLP(jax.random.key(seed), d, 1, hidden, parameterization="ntk")
     flat0, unravel = ravel_pytree(model)
     apply_flat = lambda theta, X, u=unravel: u(theta)(X)[:, 0]  # noqa: E731
     logdensity = gaussian_regression_logdensity(
-        apply_flat, jnp.asarray(Xs_tr), jnp.asarray(ys_tr), None
+        apply_flat, jnp.asarray(data["Xs_tr"]), jnp.asarray(data["ys_tr"]), None
     )
     ref = nuts_row(
-        "nuts:diabetes", apply_flat, logdensity, flat0.size, jax.random.key(args.seed + 5), sz,
-        Xs_te, OUT_SCALE * Xs_te, Xs_te, (y_te - y_mean) / y_std, None, None,
+        name, apply_flat, logdensity, flat0.size, jax.random.key(seed + 5), sz,
+        data["Xs_te"], data["Xs_out"], data["Xs_te"], data["ys_te"], None, None,
     )  # fmt: skip
     # NUTS ran in standardised units: back to the target's units (std and RMSE scale by y_std;
     # NLL shifts by log(y_std)).
+    y_std = data["y_std"]
     for key in ("rmse", "epi_in", "epi_out"):
         ref[key] *= y_std
     ref["nll"] += float(np.log(y_std))
     ref["_epi"] = ref["_epi"] * y_std
+    ref["_mean"] = ref["_mean"] * y_std + (data["y_tr"].mean())
+    return ref
+
+
+def regressor_row(label, reg, data) -> dict:
+    """Fit the estimator ``reg`` on :func:`split_dataset`'s raw training data; its row (wall
+    time of the fit, compilation included)."""
+    start = time.perf_counter()
+    reg.fit(data["X_tr"], data["y_tr"])
+    wall = time.perf_counter() - start
+    test_preds = reg.sample_predictions(data["X_te"])
+    return summary(
+        label, test_preds, reg.sample_predictions(data["X_out"]), test_preds, data["y_te"],
+        reg.noise_, wall,
+    )  # fmt: skip
+
+
+def diabetes(args, sz, name="diabetes") -> list[dict]:
+    data = split_dataset(name, args.seed)
+    ref = nuts_dataset(f"nuts:{name}", data, sz["hidden_diab"], args.seed, sz)
     rows = [ref]
+    p = ravel_pytree(MLP(jax.random.key(0), data["X_tr"].shape[1], 1, sz["hidden_diab"]))[0].size
     for label, method, sampler_time, settings in chosen(args):
         if method == "rml":  # needs a known noise
             continue
         reg = estimator(
             method, sampler_time, sz, hidden=sz["hidden_diab"],
-            ensemble_size=ensemble_size(method, sz["J_diab"], flat0.size),
+            ensemble_size=ensemble_size(method, sz["J_diab"], p),
             num_steps=None if method in JACOBIAN else sz["steps_diab"], random_state=args.seed,
             **settings,
         )  # fmt: skip
-        start = time.perf_counter()
-        reg.fit(X_tr, y_tr)
-        wall = time.perf_counter() - start
-        test_preds = reg.sample_predictions(X_te)
-        row = summary(
-            label, test_preds, reg.sample_predictions(X_out), test_preds, y_te, reg.noise_,
-            wall,
-        )  # fmt: skip
+        row = regressor_row(label, reg, data)
         rows.append(compare(row, ref))
-        print(f"diabetes {label}: {wall:.1f} s", flush=True)
+        print(f"{name} {label}: {row['wall_s']:.1f} s", flush=True)
     return rows
 
 
