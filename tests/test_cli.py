@@ -454,7 +454,7 @@ import sys
 import jax, jax.numpy as jnp
 from ekibnn import cli
 
-def fake_fit(X, y, kind, test_size, out, settings):  # one tiny program instead of the fit
+def fake_fit(X, y, kind, test_size, out, settings, self_check):  # a tiny program, not a fit
     jax.jit(lambda v: 2 * v + 1)(jnp.arange(3.0)).block_until_ready()
     return {"task": kind, "rmse": float("nan")}, ("rmse",)
 
