@@ -24,17 +24,9 @@ def _load():
 
 suite = _load()
 
-TINY = dict(
-    chains=2,
-    warmup=15,
-    samples=15,
-    thin=1,
-    hidden_tut=(8,),
-    lm_steps=30,
-    hidden_reg=(8,),
-    pinn_hidden=(8,),
-    pinn_budget=(2, 10, 10),
-    keep=20,
+# the suite's --quick sizes, smaller still: a test of the code, not a measurement
+TINY = suite.sizes(quick=True) | dict(
+    warmup=15, samples=15, lm_steps=30, pinn_budget=(2, 10, 10), keep=20
 )
 
 
