@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from ekibnn import cli
 from ekibnn.cli import app
+from ekibnn.errors import ComputationError
 
 runner = CliRunner()
 
@@ -356,6 +357,7 @@ def _fake_fit(exc: Exception):
         (OSError(28, "No space left on device", "out/predictions.png"), "No space left"),
         (RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"), "out of"),
         (KeyError("surprise"), "internal error: KeyError"),
+        (ComputationError("eki: fewer than 2 members; fix: shrink the step"), "error: eki: fewer"),
     ],
 )
 def test_errors_inside_the_computation_are_one_line(tmp_path, monkeypatch, exc, shown):

@@ -313,8 +313,11 @@ def test_failed_members_are_excluded_and_redrawn(key):
 def test_too_few_finite_members_is_a_clear_error(key):
     obs = ek.Observation(jnp.zeros(2), 1.0)
     algo = ek.eki(lambda th: th * jnp.nan, obs)
-    with pytest.raises(Exception, match="fewer than 2 ensemble members"):
+    with pytest.raises(ek.ComputationError, match="fewer than 2 ensemble members"):
         ek.run(key, algo, jax.random.normal(key, (8, 2)), num_steps=2, progress=False)
+    # a step traced by the user (outside ek.run) raises at run time through Equinox
+    with pytest.raises(Exception, match="fewer than 2 ensemble members"):
+        jax.block_until_ready(jax.jit(algo.step)(key, algo.init(jax.random.normal(key, (8, 2)))))
 
 
 def test_bad_inputs_raise_clear_errors(key):

@@ -8,8 +8,8 @@ import pytest
 import ekibnn as ek
 
 PUBLIC = sorted([  # every public name of the package
-    "ALDI", "Categorical", "ConvergenceWarning", "EKI", "EKIClassifier", "EKIRegressor", "EKS",
-    "EKSInfo", "ETKI",
+    "ALDI", "Categorical", "ComputationError", "ConvergenceWarning", "EKI", "EKIClassifier",
+    "EKIRegressor", "EKS", "EKSInfo", "ETKI",
     "EnsembleInfo", "EnsembleKalman", "EnsembleState", "Evidence", "EvidenceInfo",
     "EvidenceState", "FidelityWarning", "GaussNewton", "GaussNewtonInfo", "GaussNewtonState",
     "GaussianPrior",

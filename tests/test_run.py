@@ -154,3 +154,21 @@ def test_new_data_of_the_same_shapes_reuses_the_compiled_loop(compile_log):
         results.append(ek.run(jax.random.key(1), algo, x0, num_steps=6, progress=False))
     assert compile_log.count("_run_chunk") == 1, compile_log.names
     assert not np.allclose(results[0].particles, results[1].particles)  # the data did change
+
+
+def test_the_compiled_loop_has_no_host_callback(key):
+    """Run-time checks are carried as values inside ek.run's loop (ekibnn._checks): XLA does
+    not persist programs with host callbacks, so one would keep every CLI run cold."""
+    from ekibnn.run import _run_chunk
+
+    problem = make_linear_problem(m=6, p=3)
+    obs = ek.Observation(jnp.asarray(problem.y), jnp.asarray(problem.noise_std))
+    prior = ek.GaussianPrior(jnp.zeros(3), 1.0)
+    for algo in (
+        ek.eki(problem.forward, obs, prior=prior),
+        ek.gauss_newton(problem.forward, obs, prior),
+        ek.uki(problem.forward, obs, prior=prior),
+    ):
+        state = algo.init(prior.sample(key, 8))
+        text = _run_chunk.lower(algo, 4, key, state, jnp.int32(0), jnp.int32(4)).as_text()
+        assert "callback" not in text, algo.name

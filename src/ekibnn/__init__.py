@@ -54,6 +54,7 @@ _HOMES = {  # public name -> the module that defines it
     "GaussNewtonInfo": "inversion",
     "GaussNewtonState": "inversion",
     "GaussianPrior": "priors",
+    "ComputationError": "errors",
     "ConvergenceWarning": "errors",
     "FidelityWarning": "errors",
     "InputError": "errors",

@@ -5,7 +5,10 @@ anything is compiled. They only look at shapes and dtypes, so they also accept t
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import operator
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -103,3 +106,50 @@ def positive_int(value: Any, what: str, example: str) -> int:
     if number is None or number < 1:
         raise input_error(what, "a positive integer", repr(value)[:200], example)
     return int(number)
+
+
+# ------------------------------------------------------------------------ run-time checks
+_DEFERRED: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "ekibnn_deferred_checks", default=None
+)
+
+
+def runtime_check(x: Any, failed: Any, message: str) -> Any:
+    """Return ``x``; fail with ``message`` at run time where ``failed`` (a boolean array) has a
+    True entry.
+
+    Inside :func:`ekibnn.run`'s compiled loop (:func:`deferred_checks`) the failure is carried
+    as a value: the loop stops after the failing step and ``run`` raises
+    :class:`ekibnn.errors.ComputationError`. No host callback is compiled in, so the loop
+    stays in JAX's persistent compilation cache (XLA does not cache programs with host
+    callbacks). Elsewhere (a step traced by the user) it is ``eqx.error_if``. Call it where
+    the step itself is traced, not inside a ``vmap``, ``cond`` or ``scan`` of its own (the
+    deferred flag would leak from that inner trace: JAX then refuses at trace time)."""
+    checks = _DEFERRED.get()
+    if checks is None:
+        import equinox as eqx
+
+        return eqx.error_if(x, failed, message)
+    checks.append((jnp.any(failed), message))
+    return x
+
+
+@contextlib.contextmanager
+def deferred_checks() -> Iterator[list]:
+    """Collect the :func:`runtime_check` calls traced inside the block as
+    ``(failed, message)`` pairs (see :func:`failure_code`)."""
+    checks: list = []
+    token = _DEFERRED.set(checks)
+    try:
+        yield checks
+    finally:
+        _DEFERRED.reset(token)
+
+
+def failure_code(checks: list) -> tuple[Any, tuple[str, ...]]:
+    """The first failing check of :func:`deferred_checks`' pairs as an int32 code (0: none
+    failed, ``k + 1``: the k-th message) and the messages (static)."""
+    code = jnp.int32(0)
+    for k in reversed(range(len(checks))):
+        code = jnp.where(checks[k][0], jnp.int32(k + 1), code)
+    return code, tuple(message for _, message in checks)

@@ -37,7 +37,7 @@ import typer
 from typer.core import TyperGroup
 
 from ekibnn import recipes  # the recipe registry: names only, no JAX
-from ekibnn.errors import InputError, input_error
+from ekibnn.errors import ComputationError, InputError, input_error
 
 if TYPE_CHECKING:
     import numpy as np
@@ -140,7 +140,7 @@ def _explain(err: Exception) -> str:
         )
     if isinstance(err, OSError):
         return f"{err.strerror or text}: {err.filename!r}" if err.filename else text
-    if isinstance(err, ValueError):  # ek.InputError, scikit-learn's checks
+    if isinstance(err, (ValueError, ComputationError)):  # its message says what to do
         return text
     return (
         f"internal error: {type(err).__name__}: {text}; fix: run again with EKIBNN_DEBUG=1 for "

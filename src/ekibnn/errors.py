@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 __all__ = [
+    "ComputationError",
     "ConvergenceWarning",
     "FidelityWarning",
     "InputError",
@@ -125,6 +126,12 @@ def explain_out_of_memory(*, J: int, p: int, m: int | None = None) -> Iterator[N
         if "RESOURCE_EXHAUSTED" not in str(err):
             raise
         raise explain_out_of_memory_error(err, J=J, p=p, m=m) from None
+
+
+class ComputationError(RuntimeError):
+    """A compiled run stopped because its numbers failed a check (e.g. every start's objective
+    became non-finite): raised by :func:`ekibnn.run` after the failing step, with a message
+    laid out as expected / fix. Nothing after the last checkpoint is saved."""
 
 
 class ConvergenceWarning(UserWarning):

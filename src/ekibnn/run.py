@@ -24,10 +24,10 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ekibnn import checkpoint as ckpt
-from ekibnn._checks import check_key, positive_int
+from ekibnn._checks import check_key, deferred_checks, failure_code, positive_int
 from ekibnn._walk import first_instance
 from ekibnn.ensemble import ensemble_size
-from ekibnn.errors import explain_out_of_memory, input_error
+from ekibnn.errors import ComputationError, explain_out_of_memory, input_error
 from ekibnn.inversion.kernel import KalmanAlgorithm
 from ekibnn.observations import Observation
 
@@ -113,27 +113,36 @@ def shard_ensemble(tree: Any, mesh: jax.sharding.Mesh, num_members: int) -> Any:
 @eqx.filter_jit
 def _run_chunk(algo: KalmanAlgorithm, chunk_len: int, key, state, start, limit):
     """At most ``limit`` (<= chunk_len) steps inside one ``while_loop``, stopping early on
-    ``state.done``; returns ``(state, infos, taken)`` with infos in ``(chunk_len, ...)`` buffers.
-    Jitted once per (algorithm, chunk length, state shapes): new keys and new starting points
-    reuse the compiled loop."""
+    ``state.done`` or a failed run-time check; returns ``(state, infos, taken, failure,
+    messages)`` with infos in ``(chunk_len, ...)`` buffers, ``failure`` the failed check's code
+    (0: none; :func:`ekibnn._checks.failure_code`) and its ``messages`` (static). Jitted once
+    per (algorithm, chunk length, state shapes): new keys and new starting points reuse the
+    compiled loop."""
     dynamic, static = eqx.partition(state, eqx.is_array)
     info_shape = eqx.filter_eval_shape(algo.step, key, state)[1]
     buffers = jax.tree_util.tree_map(
         lambda x: jnp.zeros((chunk_len, *x.shape), x.dtype), info_shape
     )
+    messages: list = []
 
     def cond(carry):
-        i, dynamic, _ = carry
-        return (i < limit) & ~eqx.combine(dynamic, static).done
+        i, dynamic, _, failure = carry
+        return (i < limit) & ~eqx.combine(dynamic, static).done & (failure == 0)
 
     def body(carry):
-        i, dynamic, buffers = carry
-        state, info = algo.step(jax.random.fold_in(key, start + i), eqx.combine(dynamic, static))
+        i, dynamic, buffers, _ = carry
+        with deferred_checks() as checks:
+            state, info = algo.step(
+                jax.random.fold_in(key, start + i), eqx.combine(dynamic, static)
+            )
+        failure, messages[:] = failure_code(checks)
         buffers = jax.tree_util.tree_map(lambda b, v: b.at[i].set(v), buffers, info)
-        return i + 1, eqx.filter(state, eqx.is_array), buffers
+        return i + 1, eqx.filter(state, eqx.is_array), buffers, failure
 
-    taken, dynamic, buffers = jax.lax.while_loop(cond, body, (jnp.int32(0), dynamic, buffers))
-    return eqx.combine(dynamic, static), buffers, taken
+    taken, dynamic, buffers, failure = jax.lax.while_loop(
+        cond, body, (jnp.int32(0), dynamic, buffers, jnp.int32(0))
+    )
+    return eqx.combine(dynamic, static), buffers, taken, failure, tuple(messages)
 
 
 def _host_array(leaf: jax.Array) -> np.ndarray:
@@ -313,9 +322,11 @@ def run(
         with explain_out_of_memory(**_sizes(algo, particles)):
             while steps < num_steps and not bool(state.done):
                 limit = min(chunk_size, num_steps - steps)
-                state, infos, taken = _run_chunk(
+                state, infos, taken, failure, messages = _run_chunk(
                     algo, chunk_size, key, state, jnp.int32(steps), jnp.int32(limit)
                 )
+                if int(failure):
+                    raise ComputationError(messages[int(failure) - 1])
                 taken = int(taken)
                 history.append(jax.tree_util.tree_map(lambda b, n=taken: np.asarray(b)[:n], infos))
                 steps += taken

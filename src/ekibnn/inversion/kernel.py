@@ -39,6 +39,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ekibnn import minibatch as _minibatch
 from ekibnn import schedulers as _schedulers
+from ekibnn._checks import runtime_check
 from ekibnn.ensemble import Layout, ensemble_size, flatten, masked_anomalies, redraw_failed
 from ekibnn.errors import input_error
 from ekibnn.linalg import Space, matmul_precision
@@ -422,7 +423,7 @@ class EnsembleKalman(Algorithm):
         outputs = outputs.astype(x.dtype)
         ok = jnp.all(jnp.isfinite(outputs), axis=1)
         count = jnp.sum(ok)
-        count = eqx.error_if(
+        count = runtime_check(
             count,
             count < 2,
             f"{self.name}: fewer than 2 ensemble members have a finite forward output; "

@@ -71,6 +71,7 @@ from jax.scipy.linalg import cho_solve, solve_triangular
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
 from ekibnn import schedulers as _schedulers
+from ekibnn._checks import runtime_check
 from ekibnn.ensemble import Layout, flatten, flatten_member
 from ekibnn.errors import input_error
 from ekibnn.inversion.kernel import (
@@ -222,7 +223,7 @@ class UKI(Algorithm):
         outputs = evaluate_members(
             self.forward_fn, layout, sigma, None, self.forward_batch_size
         ).astype(dtype)
-        outputs = eqx.error_if(
+        outputs = runtime_check(
             outputs,
             ~jnp.all(jnp.isfinite(outputs)),
             "UKI: a sigma point has a non-finite forward output; expected finite outputs at "
@@ -246,7 +247,7 @@ class UKI(Algorithm):
             mean_new = mean_hat + param_anom.T @ cho_solve((factor, True), output_anom @ innovation)
             z = solve_triangular(factor, param_anom, lower=True)
             cov_new = z.T @ z
-        cov_new = eqx.error_if(
+        cov_new = runtime_check(
             cov_new,
             ~jnp.all(jnp.isfinite(cov_new)),
             "UKI: the covariance became non-finite; expected a finite positive-definite "
@@ -270,7 +271,7 @@ class UKI(Algorithm):
             change=change,
         )
         dt, done, scheduler_state = self.scheduler.next(state.scheduler_state, stats)
-        dt = eqx.error_if(
+        dt = runtime_check(
             dt,
             dt != 1,
             "UKI: the scheduler chose a step dt != 1; expected unit steps (each UKI iteration "
