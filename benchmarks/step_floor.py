@@ -17,6 +17,15 @@ Configurations: the ``tutorial`` demo configuration (J = 1000, minibatch 100 of 
 20, 1], random walk 0.02), the default estimator fit on diabetes (full batch), and a
 10^5-parameter network (J = 100, minibatch 1000 of 10^5 observations).
 
+The Jacobian side gets the same treatment: one Levenberg-Marquardt iteration of the ``default``
+demo (R = 4 starts, m = 500, p = 481, parameter space) beside the operations no Gauss-Newton
+iteration can skip, each timed alone over the R starts (batched as in the step): the
+linearisation and the VJP for the gradient, the Jacobian ``J^`` (m VJPs of single-point
+evaluations), the Gram ``J^T J^``, the Cholesky factor and solve of ``J^T J^ + c I``, and the
+forward pass at the trial point. Products per iteration and start are those of
+:mod:`ekibnn.inversion.gauss_newton`'s docstring: one forward pass and its VJP, m single-point
+VJPs, one trial forward pass (the minimum: ``J^`` is needed whole for the dense solve).
+
     python benchmarks/step_floor.py            # all configurations
     python benchmarks/step_floor.py --quick    # fewer steps and repeats
 """
@@ -178,6 +187,55 @@ def forward_only(state: Any, b: int, d: int) -> Callable[[], Any]:
     return lambda: apply(members, X)
 
 
+def gauss_newton_row(steps: int, repeats: int) -> dict:
+    """One LM iteration of the ``default`` demo (4 starts) beside its floor (module docstring)."""
+    from ekibnn import demo
+
+    cfg = demo._config("default", 1.0)
+    _, key_run, _, prior, lik, _, _ = demo._problem(cfg, 0)
+    starts = prior.sample(jax.random.fold_in(key_run, 0), 4)
+    algo = ek.gauss_newton(
+        lik.indexed_forward_fn, lik.obs, prior, indexed_forward=True, max_steps=10**6
+    )
+    state = ek.run(key_run, algo, starts, 20, progress=False).state  # past the first steps
+    num, p = state.x.shape
+    m = lik.obs.size
+    model = algo.model(state.layout, prior.flat_mean().astype(state.x.dtype))
+    z = (state.x - model.anchor) / model.scale
+
+    def jacobian(z):
+        return model.jacobian(model.linearise(z), z)
+
+    batched = {
+        "linearise + gradient VJP": jax.jit(jax.vmap(lambda z: model.linearise(z).minus_grad)),
+        "Jacobian (m single-point VJPs)": jax.jit(jax.vmap(jacobian)),
+        "trial forward": jax.jit(jax.vmap(model.outputs)),
+    }
+    parts = {name: _best_of(lambda f=f: f(z), repeats) for name, f in batched.items()}
+    jac = batched["Jacobian (m single-point VJPs)"](z)
+    gram_fn = jax.jit(jax.vmap(lambda a: _matmul(a.T, a)))
+    parts["Gram J^T J^"] = _best_of(lambda: gram_fn(jac), repeats)
+    gram = gram_fn(jac) + 2.0 * jnp.eye(p)
+    solve = jax.jit(jax.vmap(lambda g, v: _cho_solve(g, v[:, None])))
+    parts["Cholesky + solve"] = _best_of(lambda: solve(gram, z), repeats)
+    step = time_step(algo, state, steps, repeats)
+    floor = sum(parts.values())
+    gflop = num * (2.0 * m * p * p + p**3 / 3) / 1e9
+    return {
+        "config": "default demo, Levenberg-Marquardt (R = 4)",
+        "J": num,
+        "b": m,
+        "p": p,
+        "step_ms": 1e3 * step,
+        "floor_ms": 1e3 * floor,
+        "step_over_floor": step / floor,
+        "floor_parts_ms": {k: 1e3 * v for k, v in parts.items()},
+        "hand_gflop": gflop,
+        "xla_gflop": cost_analysis(algo, state)["flops"] / 1e9,
+        "products_per_start": {"forward": 2, "VJP (gradient)": 1, "single-point VJPs": m},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -216,6 +274,8 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+        rows.append(gauss_newton_row(max(steps // 5, 5), repeats))
+        print(json.dumps(rows[-1]), flush=True)
     print("| configuration | J | b | p | step (ms) | floor (ms) | step / floor | hand GFLOP |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
