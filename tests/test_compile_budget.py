@@ -26,30 +26,28 @@ import ekibnn.pinn  # noqa: F401  (what `ekibnn pinn` imports lazily)
 from ekibnn.cli import app
 from ekibnn.demo import run_demo
 
-# Measured 2026-12-02 (jax 0.10.2, CPU, float32) at the sizes below; a budget is the count plus
-# about 10%. Most of each count is small eager operations (broadcast_in_dim, dynamic_slice,
-# reshape, squeeze, ...: one program per operation and shape, each < 0.1 s to compile); the
-# compilation time is in a few large programs, listed per command. The network's init and the
-# prior draw are one random-number kernel each (one draw split into the leaves: 0.9 and 1.1 s
-# against 2.9 and 5.0 s with a kernel per leaf, on the shared 2-core CPU).
+# Measured 2026-12-03 (jax 0.10.2, CPU, float32) at the sizes below; a budget is the count plus
+# about 10%. The compilation time is in a few large programs, listed per command; the rest are
+# small (set-up and eager operations, each < 0.1 s to compile). Each fit's glue (the starting
+# state, the best start, the posterior's fields) is one program, and the tuned fit takes its
+# Laplace factor from the evidence loop's last round instead of factorising again.
 BUDGETS = {
-    # 63 programs (134 for the earlier EKI default), 25 distinct names: _run_chunk (the
-    # Levenberg-Marquardt loop), _draw (the 4 starts), _normal_leaves (the network's init),
-    # _laplace_factor, _linearised_moments (every prediction of the report: grid and test
-    # points in one program), _gaussian_scores (every metric and the plot's bands in one
-    # program), then eager operations (broadcast_in_dim x13, reshape x9, stage x6, ...).
-    "demo": 70,
-    # 70 programs (160 before the held-out metrics became one program), 26 distinct names:
-    # _run_chunk x2 (the Levenberg-Marquardt loop and the evidence rounds' loop), _draw,
-    # _laplace_factor (the low-rank Laplace posterior), _normal_leaves, _linearised_moments
-    # (the predictive moments), regression_report (every metric), then eager operations
-    # (broadcast_in_dim x13, reshape x8, stage x6, dynamic_slice x6, ...).
-    "fit": 77,
-    # 76 programs (149 before the linearised draws became one module), 25 distinct names:
-    # _run_chunk, _draw, _normal_leaves, _laplace_factor, _linearised_samples (u, f and k at
-    # once, shared by the metrics and the plots), then eager operations (broadcast_in_dim x12,
-    # reshape x12, convert_element_type x6, stage x5, ...).
-    "pinn": 84,
+    # 27 programs (63 before the fit's glue became single programs), 19 distinct names:
+    # _run_chunk (the Levenberg-Marquardt loop), _draw (the 4 starts), _normal_leaves (the
+    # network's init), _posterior_fields (the Laplace factor at the MAP), _linearised_moments
+    # (every prediction of the report: grid and test points in one program), _gaussian_scores
+    # (every metric and the plot's bands in one program), then the data and set-up.
+    "demo": 30,
+    # 27 programs (70 before), 16 distinct names: _run_chunk x2 (the Levenberg-Marquardt loop
+    # and the evidence rounds' loop), _draw, _initial_state x3, best_start,
+    # _stored_posterior_fields (the posterior from the last round's factor), _scaled (the
+    # fitted noise and prior), _linearised_moments (the predictive moments), regression_report
+    # (every metric), then set-up (the network is a shape template: no init is drawn).
+    "fit": 30,
+    # 43 programs (76 before), 20 distinct names: _run_chunk, _draw, _normal_leaves,
+    # _posterior_fields, _linearised_samples (u, f and k at once, shared by the metrics and the
+    # plots), then the problem's data and set-up (sin, cos, tanh, integer_pow, ...).
+    "pinn": 48,
 }
 
 # programs that must compile exactly once (twice: the two loops of the tuned Laplace fit)
@@ -57,18 +55,18 @@ ONCE = {
     "demo": {
         "_run_chunk": 1,
         "_draw": 1,
-        "_laplace_factor": 1,
+        "(_posterior_fields)": 1,
         "_linearised_moments": 1,
         "_gaussian_scores": 1,
     },
     "fit": {
         "_run_chunk": 2,
         "_draw": 1,
-        "_laplace_factor": 1,
+        "(_stored_posterior_fields)": 1,
         "_linearised_moments": 1,
         "regression_report": 1,
     },
-    "pinn": {"_run_chunk": 1, "_draw": 1, "_laplace_factor": 1, "_linearised_samples": 1},
+    "pinn": {"_run_chunk": 1, "_draw": 1, "(_posterior_fields)": 1, "_linearised_samples": 1},
 }
 
 

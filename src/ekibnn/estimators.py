@@ -54,7 +54,7 @@ from ekibnn.bnn.likelihoods import (
     classification,
     regression,
 )
-from ekibnn.bnn.models import ACTIVATIONS, MLP, num_params
+from ekibnn.bnn.models import ACTIVATIONS, MLP
 from ekibnn.errors import InputError, input_error
 from ekibnn.inversion.gauss_newton import Categorical
 from ekibnn.observations import Observation
@@ -189,7 +189,8 @@ class _EKIBase(BaseEstimator):
         left unset is tuned by the Jacobian recipes' evidence, and is 1 for the others)."""
         hidden = self._check_hyperparameters()
         key_model, key_fit = jax.random.split(jax.random.key(seed))
-        template = MLP(
+        template = eqx.filter_eval_shape(  # shapes only: the prior is centred at zero
+            MLP,
             key_model,
             X.shape[1],
             out_size,
@@ -200,7 +201,7 @@ class _EKIBase(BaseEstimator):
         jacobian = recipes.get(self.method).jacobian
         prior_std = 1.0 if self.prior_std is None else float(self.prior_std)
         prior = GaussianPrior.like(template, std=prior_std)
-        recipes.check_sizes(self.method, num_params(template), int(self.ensemble_size))
+        recipes.check_sizes(self.method, prior.num_params, int(self.ensemble_size))
         per_point = likelihood.obs.size // X.shape[0]
         batch = None if self.batch_size is None else int(self.batch_size) * per_point
         problem = recipes.Problem(

@@ -35,10 +35,19 @@ def _draw(key: PRNGKeyArray, means: list, stds: list, num: int) -> list:
     ]
 
 
-@jax.jit
+def _is_parameter(leaf: Any) -> bool:
+    """A floating-point array, or the shape of one (``jax.ShapeDtypeStruct``, e.g. from
+    ``eqx.filter_eval_shape(MLP, ...)``: a template that needs no random initialisation)."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return bool(jnp.issubdtype(leaf.dtype, jnp.inexact))
+    return eqx.is_inexact_array(leaf)
+
+
+@eqx.filter_jit
 def _filled(params: PyTree, value: Any) -> PyTree:
-    """Every leaf of ``params`` (arrays only) filled with ``value``: one program per layout."""
-    return jax.tree_util.tree_map(lambda x: jnp.full_like(x, value), params)
+    """Every leaf of ``params`` (arrays or their shapes) filled with ``value``: one program
+    per layout."""
+    return jax.tree_util.tree_map(lambda x: jnp.full(x.shape, value, x.dtype), params)
 
 
 class GaussianPrior(eqx.Module):
@@ -88,7 +97,7 @@ class GaussianPrior(eqx.Module):
                     "initialisation it was built from",
                 )
         if isinstance(std, int | float | np.floating) or (hasattr(std, "ndim") and std.ndim == 0):
-            std_tree = jax.tree_util.tree_map(lambda m: jnp.full_like(m, std), dynamic)
+            std_tree = _filled(dynamic, std)
         else:
             std_dynamic = eqx.filter(std, eqx.is_array_like)
             try:
@@ -129,7 +138,8 @@ class GaussianPrior(eqx.Module):
 
         Args:
             params: a template pytree (e.g. an Equinox model); only its structure and shapes
-                are used.
+                are used, so its parameter leaves may be ``jax.ShapeDtypeStruct`` (e.g.
+                ``eqx.filter_eval_shape(MLP, key, 1, 1)``: no initialisation is computed).
             std: prior std: a scalar or a pytree broadcasting against the parameters.
             mean: the prior mean of every parameter.
 
@@ -144,7 +154,7 @@ class GaussianPrior(eqx.Module):
             >>> prior.num_params
             481
         """
-        dynamic, static = eqx.partition(params, eqx.is_inexact_array)
+        dynamic, static = eqx.partition(params, _is_parameter)
         return cls(eqx.combine(_filled(dynamic, mean), static), std)
 
     @property

@@ -372,9 +372,11 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
     import warnings
 
     import jax
+    import numpy as np
 
     from ekibnn.errors import ConvergenceWarning, input_error
     from ekibnn.inversion import evidence, gauss_newton, rml
+    from ekibnn.inversion.gauss_newton import best_start
     from ekibnn.run import run
 
     indexed = problem.indexed_forward_fn is not None
@@ -417,7 +419,7 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
         # the restarts at the starting scales pick the basin; the evidence rounds then refine
         # the best start alone (R = 1: a quarter of the cost per step for 4 restarts)
         first = run(key_run, algo, starts, steps, progress=s["progress"])
-        starts = jax.tree_util.tree_map(lambda a: a[None], first.state.map)
+        starts = best_start(first.state)
         key_run, taken = jax.random.fold_in(key_run, 1), first.num_steps
     if tuned:
         algo = evidence(
@@ -438,7 +440,7 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
         settled = fitted.settled
         fitted_problem = problem._replace(obs=fitted.obs, prior=fitted.prior)
         if problem.estimate_noise:
-            noise = float(fitted.noise_scale * problem.obs.std[0])
+            noise = fitted.noise_scale * float(np.asarray(problem.obs.std)[0])
         if problem.estimate_prior:
             prior_scale = float(fitted.prior_scale)
     converged = bool(post.converged) and settled

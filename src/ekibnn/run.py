@@ -119,11 +119,26 @@ def _run_chunk(algo: KalmanAlgorithm, chunk_len: int, key, state, start, limit):
     per (algorithm, chunk length, state shapes): new keys and new starting points reuse the
     compiled loop."""
     dynamic, static = eqx.partition(state, eqx.is_array)
-    info_shape = eqx.filter_eval_shape(algo.step, key, state)[1]
+    algo_dynamic, algo_static = eqx.partition(algo, eqx.is_array)
+    messages: list = []
+
+    def checked_step(algo_dynamic, key, dynamic):
+        with deferred_checks() as checks:
+            state, info = eqx.combine(algo_dynamic, algo_static).step(
+                key, eqx.combine(dynamic, static)
+            )
+        failure, messages[:] = failure_code(checks)
+        return eqx.filter(state, eqx.is_array), info, failure
+
+    # the step is traced ONCE: its jaxpr gives the info buffers' shapes and is replayed in the
+    # loop body (tracing a network's step costs about as much as compiling a small program)
+    step_jaxpr, (_, info_shape, _) = jax.make_jaxpr(checked_step, return_shape=True)(
+        algo_dynamic, key, dynamic
+    )
+    step_out = jax.tree_util.tree_structure((dynamic, info_shape, jnp.int32(0)))
     buffers = jax.tree_util.tree_map(
         lambda x: jnp.zeros((chunk_len, *x.shape), x.dtype), info_shape
     )
-    messages: list = []
 
     def cond(carry):
         i, dynamic, _, failure = carry
@@ -131,13 +146,14 @@ def _run_chunk(algo: KalmanAlgorithm, chunk_len: int, key, state, start, limit):
 
     def body(carry):
         i, dynamic, buffers, _ = carry
-        with deferred_checks() as checks:
-            state, info = algo.step(
-                jax.random.fold_in(key, start + i), eqx.combine(dynamic, static)
-            )
-        failure, messages[:] = failure_code(checks)
+        flat_in = jax.tree_util.tree_leaves(
+            (algo_dynamic, jax.random.fold_in(key, start + i), dynamic)
+        )
+        dynamic, info, failure = jax.tree_util.tree_unflatten(
+            step_out, jax.core.eval_jaxpr(step_jaxpr.jaxpr, step_jaxpr.consts, *flat_in)
+        )
         buffers = jax.tree_util.tree_map(lambda b, v: b.at[i].set(v), buffers, info)
-        return i + 1, eqx.filter(state, eqx.is_array), buffers, failure
+        return i + 1, dynamic, buffers, failure
 
     taken, dynamic, buffers, failure = jax.lax.while_loop(
         cond, body, (jnp.int32(0), dynamic, buffers, jnp.int32(0))
@@ -285,8 +301,12 @@ def run(
         )
     path = ckpt.check_path(checkpoint_path) if checkpoint_path is not None else None
     state = algo.init(particles)
-    info_template = eqx.filter_eval_shape(algo.step, key, state)[1]
+    # the per-step info's structure: traced here only where it is needed before the first
+    # chunk (a checkpoint's fingerprint) or no chunk runs; else the first chunk's infos give it
+    # (tracing the step costs about as much as compiling a small program)
+    info_template = None
     if path is not None:
+        info_template = eqx.filter_eval_shape(algo.step, key, state)[1]
         fingerprint = ckpt.fingerprint(
             algo, particles, key, state, info_template, to_host=_host_array
         )
@@ -344,9 +364,11 @@ def run(
         _save_checkpoint(path, fingerprint, state, history, steps)
 
     if history:
-        merged = type(info_template)(
-            *(np.concatenate([getattr(h, f) for h in history]) for f in info_template._fields)
+        merged = type(history[0])(
+            *(np.concatenate([getattr(h, f) for h in history]) for f in history[0]._fields)
         )
     else:
+        if info_template is None:
+            info_template = eqx.filter_eval_shape(algo.step, key, state)[1]
         merged = type(info_template)(*(np.zeros((0, *x.shape), x.dtype) for x in info_template))
     return RunResult(state=state, history=merged, num_steps=steps)

@@ -47,6 +47,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ekibnn.ensemble import Layout, flatten_member
 from ekibnn.errors import input_error
 from ekibnn.inversion.gauss_newton import (
+    Factor,
     Gaussian,
     GaussNewton,
     GaussNewtonState,
@@ -64,13 +65,16 @@ _SCALE_RANGE = (1e-6, 1e6)  # the scales are kept inside (a group the data do no
 
 
 class BestRound(NamedTuple):
-    """The round with the highest log evidence (see :class:`EvidenceState`)."""
+    """The round with the highest log evidence (see :class:`EvidenceState`); ``factor`` is
+    the Jacobian's factor at its MAP and scales (zeros before the first round), from which
+    :meth:`Evidence.posterior` builds the Laplace posterior without factorising again."""
 
     lm: GaussNewtonState
     noise_scale: Float[Array, ""]
     prior_scale: Float[Array, ""]
     log_evidence: Float[Array, ""]
     gamma: Float[Array, ""]
+    factor: Factor
 
 
 class EvidenceState(NamedTuple):
@@ -195,21 +199,8 @@ class Evidence(Algorithm):
     def init(self, particles: PyTree) -> EvidenceState:
         """The state from R starting points (as :meth:`ekibnn.inversion.GaussNewton.init`),
         scales at 1."""
-        lm = self.lm.init(particles)
-        dtype = lm.x.dtype
-        one, nan = jnp.ones((), dtype), jnp.full((), jnp.nan, dtype)
-        return EvidenceState(
-            lm=lm,
-            noise_scale=one,
-            prior_scale=one,
-            log_evidence=nan,
-            gamma=nan,
-            rounds=jnp.zeros((), jnp.int32),
-            step=jnp.zeros((), jnp.int32),
-            settled=jnp.asarray(False),
-            done=jnp.asarray(False),
-            best=BestRound(lm, one, one, nan, nan),
-        )
+        outputs = self.lm.num_outputs
+        return _initial_state(self.lm.init(particles), outputs, self.rank)
 
     def _round_end(self, algo: GaussNewton, state: EvidenceState, key: PRNGKeyArray):
         """MacKay's updates at the round's MAP (module docstring)."""
@@ -240,8 +231,8 @@ class Evidence(Algorithm):
         best = state.best
         improved = jnp.isnan(best.log_evidence) | (evidence >= best.log_evidence)
         best = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(improved, new, old),
-            BestRound(lm, state.noise_scale, state.prior_scale, evidence, gamma),
+            lambda new, old: jnp.where(improved, new, old).astype(old.dtype),
+            BestRound(lm, state.noise_scale, state.prior_scale, evidence, gamma, factor),
             best,
         )
         tau = jnp.where(improved, tau, jnp.sqrt(best.noise_scale * state.noise_scale))
@@ -290,7 +281,7 @@ class Evidence(Algorithm):
 
     def fitted(self, state: EvidenceState) -> Fitted:
         """The fitted scales, noise and prior (on the host)."""
-        algo = self.scaled(state.noise_scale, state.prior_scale)
+        algo = _scaled(self, state.noise_scale, state.prior_scale)
         return Fitted(
             noise_scale=float(state.noise_scale),
             prior_scale=float(state.prior_scale),
@@ -305,9 +296,69 @@ class Evidence(Algorithm):
 
     def posterior(self, state: EvidenceState, **options) -> LinearisedPosterior:
         """The linearised Laplace posterior at the MAP and the fitted scales (options as for
-        :meth:`ekibnn.inversion.GaussNewton.posterior`)."""
-        algo = self.scaled(state.noise_scale, state.prior_scale)
-        return algo.posterior(state.lm, **options)
+        :meth:`ekibnn.inversion.GaussNewton.posterior`). A finished run (``state.done``) with
+        the exact factor and no options reuses the factor of its best round (the same
+        posterior, no second factorisation); otherwise it is factorised at ``state``."""
+        if options or self.rank is not None or not bool(state.done):
+            algo = _scaled(self, state.noise_scale, state.prior_scale)
+            return algo.posterior(state.lm, **options)
+        fields, converged = _stored_posterior_fields(self, state)
+        return LinearisedPosterior(**fields, converged=bool(converged))
+
+
+@eqx.filter_jit
+def _initial_state(lm: GaussNewtonState, outputs: int, rank: int | None) -> EvidenceState:
+    """The state before the first round, scales at 1, the factor's placeholder of rank
+    ``min(outputs, p)`` (or ``rank``, as
+    :func:`ekibnn.inversion.gauss_newton.factorise`): one program."""
+    dtype = lm.x.dtype
+    one, nan = jnp.ones((), dtype), jnp.full((), jnp.nan, dtype)
+    p = lm.x.shape[1]
+    rank = min(outputs, p) if rank is None else min(rank, outputs, p)
+    factor = Factor(
+        basis=jnp.zeros((p, rank), dtype),
+        singular_values=jnp.zeros((rank,), dtype),
+        loss=nan,
+        prior_term=nan,
+        grad_norm=nan,
+        outputs=jnp.zeros((outputs,), dtype),
+    )
+    return EvidenceState(
+        lm=lm,
+        noise_scale=one,
+        prior_scale=one,
+        log_evidence=nan,
+        gamma=nan,
+        rounds=jnp.zeros((), jnp.int32),
+        step=jnp.zeros((), jnp.int32),
+        settled=jnp.asarray(False),
+        done=jnp.asarray(False),
+        best=BestRound(lm, one, one, nan, nan, factor),
+    )
+
+
+@eqx.filter_jit
+def _scaled(algo: Evidence, noise_scale: Array, prior_scale: Array) -> GaussNewton:
+    return algo.scaled(noise_scale, prior_scale)
+
+
+@eqx.filter_jit
+def _stored_posterior_fields(algo: Evidence, state: EvidenceState) -> tuple[dict, Array]:
+    """The Laplace posterior's fields for a finished run, from its best round's factor (one
+    program), and whether that MAP converged."""
+    best, lm = state.best, state.best.lm
+    factor = best.factor
+    prior = algo.scaled(best.noise_scale, best.prior_scale).prior
+    fields = {
+        "mean": lm.map,
+        "scale": prior.flat_std().astype(lm.x.dtype),
+        "basis": factor.basis,
+        "singular_values": factor.singular_values,
+        "log_evidence": best.log_evidence,
+        "objective": factor.loss + factor.prior_term,
+        "grad_norm": factor.grad_norm,
+    }
+    return fields, lm.converged[lm.best]
 
 
 def evidence(

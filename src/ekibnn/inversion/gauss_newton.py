@@ -439,6 +439,31 @@ class GaussNewtonState(NamedTuple):
         return self.layout.member(self.x[self.best])
 
 
+@eqx.filter_jit
+def _initial_state(particles: PyTree, layout: Layout, damping: float) -> GaussNewtonState:
+    """The state before the first step (one program; the checks are done by the caller)."""
+    x = flatten(particles)
+    num, dtype = x.shape[0], x.dtype
+    return GaussNewtonState(
+        x=x,
+        layout=layout,
+        objective=jnp.full((num,), jnp.inf, dtype),
+        grad_norm=jnp.full((num,), jnp.inf, dtype),
+        damping=jnp.full((num,), damping, dtype),
+        growth=jnp.full((num,), 2.0, dtype),
+        converged=jnp.zeros((num,), bool),
+        step=jnp.zeros((), jnp.int32),
+        done=jnp.asarray(False),
+    )
+
+
+@eqx.filter_jit
+def best_start(state: GaussNewtonState) -> PyTree:
+    """The best start (:attr:`GaussNewtonState.map`) as a one-start ensemble (leading axis 1
+    on every parameter leaf), to warm-start another run there (one program)."""
+    return state.layout.unflatten(state.x[state.best][None])
+
+
 class GaussNewtonInfo(NamedTuple):
     """Diagnostics of one step (scalars). For :func:`gauss_newton` they describe the best start
     after the step; for :func:`ekibnn.inversion.rml` they are means over the members.
@@ -514,24 +539,15 @@ class GaussNewton(Algorithm):
     def init(self, particles: PyTree) -> GaussNewtonState:
         """The state from R starting points (leading axis R on every parameter leaf; R = 1 is
         fine), after checking them and the forward map (:class:`ekibnn.InputError`)."""
-        num = self.prior.check_particles(particles)
+        self.prior.check_particles(particles)
         layout = Layout.of_ensemble(particles)
-        x = flatten(particles)
-        indices = jnp.arange(self.obs.size) if self.indexed_forward else None
-        check_forward(self.forward_fn, layout.member(x[0]), self.num_outputs, indices)
-        dtype = x.dtype
-        start = 0.0 if self.initial_damping is None else self.initial_damping
-        return GaussNewtonState(
-            x=x,
-            layout=layout,
-            objective=jnp.full((num,), jnp.inf, dtype),
-            grad_norm=jnp.full((num,), jnp.inf, dtype),
-            damping=jnp.full((num,), start, dtype),
-            growth=jnp.full((num,), 2.0, dtype),
-            converged=jnp.zeros((num,), bool),
-            step=jnp.zeros((), jnp.int32),
-            done=jnp.asarray(False),
+        member = eqx.filter_eval_shape(lambda p: layout.member(flatten(p)[0]), particles)
+        indices = (
+            jax.ShapeDtypeStruct((self.obs.size,), jnp.int32) if self.indexed_forward else None
         )
+        check_forward(self.forward_fn, member, self.num_outputs, indices)
+        start = 0.0 if self.initial_damping is None else self.initial_damping
+        return _initial_state(particles, layout, start)
 
     # -------------------------------------------------------------- one start
     def _solve(
@@ -720,21 +736,36 @@ class GaussNewton(Algorithm):
         rank: int | None = None,
         key: PRNGKeyArray | None = None,
     ) -> LinearisedPosterior:
-        """The linearised-Laplace posterior at the best start (see :func:`laplace`), marked
-        with whether that start converged."""
-        best = int(state.best)
-        return laplace(
-            self.forward_fn,
-            self.obs,
-            self.prior,
-            state.layout.member(state.x[best]),
-            likelihood=self.likelihood,
-            indexed_forward=self.indexed_forward,
-            rank=rank,
-            key=key,
-            converged=bool(state.converged[best]),
-            update_precision=self.update_precision,
-        )
+        """The linearised-Laplace posterior at the best start (see :func:`laplace`; the
+        solver's arguments were checked when it was built), marked with whether that start
+        converged: one compiled program."""
+        if rank is not None:
+            rank = check_positive_int(
+                "rank", rank, "pass e.g. rank=200, or None for the exact factor"
+            )
+        key = jax.random.key(0) if key is None else key
+        fields, converged = _posterior_fields(self, state, rank, key)
+        return LinearisedPosterior(**fields, converged=bool(converged))
+
+
+@eqx.filter_jit
+def _posterior_fields(algo: GaussNewton, state: GaussNewtonState, rank, key) -> tuple[dict, Array]:
+    """:meth:`GaussNewton.posterior`'s fields (:func:`laplace` at the best start) and whether
+    that start converged."""
+    theta = state.x[state.best]
+    mean = algo.prior.flat_mean().astype(theta.dtype)
+    model = algo.model(state.layout, mean)
+    factor = factorise(model, (theta - mean) / model.scale, rank, key, algo.update_precision)
+    fields = {
+        "mean": state.layout.member(theta),
+        "scale": model.scale,
+        "basis": factor.basis,
+        "singular_values": factor.singular_values,
+        "log_evidence": log_evidence(factor, algo.likelihood.log_normaliser(model.obs)),
+        "objective": factor.loss + factor.prior_term,
+        "grad_norm": factor.grad_norm,
+    }
+    return fields, state.converged[state.best]
 
 
 def gauss_newton(
