@@ -112,10 +112,14 @@ def sizes(quick: bool) -> dict:
     )
 
 
-def summary(name, grid_preds, out_preds, test_preds, y_test, noise, wall, truth=None):
+def summary(
+    name, grid_preds, out_preds, test_preds, y_test, noise, wall, truth=None, test_inside=None
+):
     """One table row from member predictions: ``grid_preds`` where "in" is measured (tutorial:
     the grid, "in" = |x| <= 2 of it; diabetes: the test inputs), ``out_preds`` "out" (None:
-    the rest of the grid), ``test_preds`` at the test inputs; ``noise`` scalar or per member."""
+    the rest of the grid), ``test_preds`` at the test inputs; ``noise`` scalar or per member.
+    ``test_inside``: which test points lie inside the data (tutorial: |x| <= 2), for
+    ``nll_in`` (None: not computed)."""
     noise = np.broadcast_to(np.asarray(noise, np.float64).reshape(-1, 1), test_preds.shape)
     epi = grid_preds.std(0)
     if truth is not None:  # tutorial: RMSE of the mean against the truth on |x| <= 2
@@ -133,6 +137,13 @@ def summary(name, grid_preds, out_preds, test_preds, y_test, noise, wall, truth=
         "epi_out": float(epi_out),
         "coverage_95": float(metrics.interval_coverage(y_test, lo, hi)),
         "nll": float(metrics.gaussian_nll(y_test, test_preds, noise)),
+        "nll_in": None
+        if test_inside is None
+        else float(
+            metrics.gaussian_nll(
+                y_test[test_inside], test_preds[:, test_inside], noise[:, test_inside]
+            )
+        ),
         "wall_s": wall,
         "_epi": epi,
         "_mean": grid_preds.mean(0),
@@ -179,6 +190,7 @@ def nuts_row(name, apply_flat, logdensity, p, key, sz, grid, out, x_test, y_test
         draw_noise,
         nuts.wall_time_s,
         truth,
+        None if truth is None else np.abs(np.asarray(x_test)[:, 0]) <= 2.0,
     )
     row |= {
         "pred_max_rhat": nuts.pred_max_rhat,

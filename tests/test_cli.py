@@ -66,6 +66,7 @@ def test_demo_writes_plots_and_metrics(tmp_path, config):
     for key in (
         "rmse",
         "nll",
+        "nll_in_data",
         "coverage_95",
         "wall_time_s",
         "steps_per_s",
