@@ -23,9 +23,12 @@ can overshoot (a smaller noise lets the MAP fit more, which lowers the next esti
 a round whose log evidence is below the best so far is rejected: the MAP and scales go back to
 the best round's and the step in ``(log tau, log kappa)`` is halved. Rounds stop when the step
 is below ``tol`` (relative; a fixed point, or no better point along the update), when a round
-raises the log evidence by less than ``evidence_tol`` nats, or after ``max_rounds``; the
-result is the round with the highest evidence. For a linear-Gaussian model the Laplace
-evidence is exact and the fixed point is the exact type-II maximum. What the user set is respected:
+raises the log evidence by less than ``evidence_tol`` nats, after ``patience`` rejected rounds
+in a row (each round's MAP is a fresh local optimum, so a network's evidence is noisy at the
+level of nats between nearby scales, and more halvings only spend Levenberg-Marquardt runs on
+scales already within the noise), or after ``max_rounds``; the result is the round with the
+highest evidence. For a linear-Gaussian model the Laplace evidence is exact and the fixed point
+is the exact type-II maximum. What the user set is respected:
 ``tune_noise=False`` keeps the given noise, ``tune_prior=False`` the given prior; the fitted
 values are in the state (``noise_scale``, ``prior_scale``) and in :meth:`Evidence.fitted`.
 
@@ -47,7 +50,6 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 from ekibnn.ensemble import Layout, flatten_member
 from ekibnn.errors import input_error
 from ekibnn.inversion.gauss_newton import (
-    Factor,
     Gaussian,
     GaussNewton,
     GaussNewtonState,
@@ -65,16 +67,13 @@ _SCALE_RANGE = (1e-6, 1e6)  # the scales are kept inside (a group the data do no
 
 
 class BestRound(NamedTuple):
-    """The round with the highest log evidence (see :class:`EvidenceState`); ``factor`` is
-    the Jacobian's factor at its MAP and scales (zeros before the first round), from which
-    :meth:`Evidence.posterior` builds the Laplace posterior without factorising again."""
+    """The round with the highest log evidence (see :class:`EvidenceState`)."""
 
     lm: GaussNewtonState
     noise_scale: Float[Array, ""]
     prior_scale: Float[Array, ""]
     log_evidence: Float[Array, ""]
     gamma: Float[Array, ""]
-    factor: Factor
 
 
 class EvidenceState(NamedTuple):
@@ -87,6 +86,7 @@ class EvidenceState(NamedTuple):
         log_evidence: the Laplace log evidence at the last round's MAP and scales (NaN before).
         gamma: the effective number of parameters there.
         rounds: rounds finished.
+        rejected: rejected rounds in a row (the safeguard; module docstring).
         step: LM steps taken in all.
         settled: the last step in the scales was below ``tol``.
         done: settled, or ``max_rounds`` rounds finished.
@@ -101,6 +101,7 @@ class EvidenceState(NamedTuple):
     log_evidence: Float[Array, ""]
     gamma: Float[Array, ""]
     rounds: Int[Array, ""]
+    rejected: Int[Array, ""]
     step: Int[Array, ""]
     settled: Bool[Array, ""]
     done: Bool[Array, ""]
@@ -179,6 +180,7 @@ class Evidence(Algorithm):
     max_rounds: int = eqx.field(static=True)
     tol: float = eqx.field(static=True)
     evidence_tol: float = eqx.field(static=True)
+    patience: int = eqx.field(static=True)
     rank: int | None = eqx.field(static=True)
 
     name: ClassVar[str] = "Laplace evidence"
@@ -199,8 +201,7 @@ class Evidence(Algorithm):
     def init(self, particles: PyTree) -> EvidenceState:
         """The state from R starting points (as :meth:`ekibnn.inversion.GaussNewton.init`),
         scales at 1."""
-        outputs = self.lm.num_outputs
-        return _initial_state(self.lm.init(particles), outputs, self.rank)
+        return _initial_state(self.lm.init(particles))
 
     def _round_end(self, algo: GaussNewton, state: EvidenceState, key: PRNGKeyArray):
         """MacKay's updates at the round's MAP (module docstring)."""
@@ -231,8 +232,8 @@ class Evidence(Algorithm):
         best = state.best
         improved = jnp.isnan(best.log_evidence) | (evidence >= best.log_evidence)
         best = jax.tree_util.tree_map(
-            lambda new, old: jnp.where(improved, new, old).astype(old.dtype),
-            BestRound(lm, state.noise_scale, state.prior_scale, evidence, gamma, factor),
+            lambda new, old: jnp.where(improved, new, old),
+            BestRound(lm, state.noise_scale, state.prior_scale, evidence, gamma),
             best,
         )
         tau = jnp.where(improved, tau, jnp.sqrt(best.noise_scale * state.noise_scale))
@@ -241,7 +242,9 @@ class Evidence(Algorithm):
             jnp.abs(jnp.log(tau / best.noise_scale)), jnp.abs(jnp.log(kappa / best.prior_scale))
         )
         gain = evidence - state.best.log_evidence  # NaN in the first round
+        rejected = jnp.where(improved, 0, state.rejected + 1)
         settled = (change <= self.tol) | (improved & (gain <= self.evidence_tol))
+        settled = settled | (rejected >= self.patience)
         rounds = state.rounds + 1
         done = settled | (rounds >= self.max_rounds)
         fresh = best.lm._replace(  # the next round: from the best MAP, at the new scales
@@ -256,6 +259,7 @@ class Evidence(Algorithm):
             log_evidence=jnp.where(done, best.log_evidence, evidence),
             gamma=jnp.where(done, best.gamma, gamma),
             rounds=rounds,
+            rejected=rejected,
             settled=settled,
             done=done,
             best=best,
@@ -296,45 +300,9 @@ class Evidence(Algorithm):
 
     def posterior(self, state: EvidenceState, **options) -> LinearisedPosterior:
         """The linearised Laplace posterior at the MAP and the fitted scales (options as for
-        :meth:`ekibnn.inversion.GaussNewton.posterior`). A finished run (``state.done``) with
-        the exact factor and no options reuses the factor of its best round (the same
-        posterior, no second factorisation); otherwise it is factorised at ``state``."""
-        if options or self.rank is not None or not bool(state.done):
-            algo = _scaled(self, state.noise_scale, state.prior_scale)
-            return algo.posterior(state.lm, **options)
-        fields, converged = _stored_posterior_fields(self, state)
-        return LinearisedPosterior(**fields, converged=bool(converged))
-
-
-@eqx.filter_jit
-def _initial_state(lm: GaussNewtonState, outputs: int, rank: int | None) -> EvidenceState:
-    """The state before the first round, scales at 1, the factor's placeholder of rank
-    ``min(outputs, p)`` (or ``rank``, as
-    :func:`ekibnn.inversion.gauss_newton.factorise`): one program."""
-    dtype = lm.x.dtype
-    one, nan = jnp.ones((), dtype), jnp.full((), jnp.nan, dtype)
-    p = lm.x.shape[1]
-    rank = min(outputs, p) if rank is None else min(rank, outputs, p)
-    factor = Factor(
-        basis=jnp.zeros((p, rank), dtype),
-        singular_values=jnp.zeros((rank,), dtype),
-        loss=nan,
-        prior_term=nan,
-        grad_norm=nan,
-        outputs=jnp.zeros((outputs,), dtype),
-    )
-    return EvidenceState(
-        lm=lm,
-        noise_scale=one,
-        prior_scale=one,
-        log_evidence=nan,
-        gamma=nan,
-        rounds=jnp.zeros((), jnp.int32),
-        step=jnp.zeros((), jnp.int32),
-        settled=jnp.asarray(False),
-        done=jnp.asarray(False),
-        best=BestRound(lm, one, one, nan, nan, factor),
-    )
+        :meth:`ekibnn.inversion.GaussNewton.posterior`)."""
+        algo = _scaled(self, state.noise_scale, state.prior_scale)
+        return algo.posterior(state.lm, **options)
 
 
 @eqx.filter_jit
@@ -343,22 +311,23 @@ def _scaled(algo: Evidence, noise_scale: Array, prior_scale: Array) -> GaussNewt
 
 
 @eqx.filter_jit
-def _stored_posterior_fields(algo: Evidence, state: EvidenceState) -> tuple[dict, Array]:
-    """The Laplace posterior's fields for a finished run, from its best round's factor (one
-    program), and whether that MAP converged."""
-    best, lm = state.best, state.best.lm
-    factor = best.factor
-    prior = algo.scaled(best.noise_scale, best.prior_scale).prior
-    fields = {
-        "mean": lm.map,
-        "scale": prior.flat_std().astype(lm.x.dtype),
-        "basis": factor.basis,
-        "singular_values": factor.singular_values,
-        "log_evidence": best.log_evidence,
-        "objective": factor.loss + factor.prior_term,
-        "grad_norm": factor.grad_norm,
-    }
-    return fields, lm.converged[lm.best]
+def _initial_state(lm: GaussNewtonState) -> EvidenceState:
+    """The state before the first round, scales at 1 (one program)."""
+    dtype = lm.x.dtype
+    one, nan = jnp.ones((), dtype), jnp.full((), jnp.nan, dtype)
+    return EvidenceState(
+        lm=lm,
+        noise_scale=one,
+        prior_scale=one,
+        log_evidence=nan,
+        gamma=nan,
+        rounds=jnp.zeros((), jnp.int32),
+        rejected=jnp.zeros((), jnp.int32),
+        step=jnp.zeros((), jnp.int32),
+        settled=jnp.asarray(False),
+        done=jnp.asarray(False),
+        best=BestRound(lm, one, one, nan, nan),
+    )
 
 
 def evidence(
@@ -370,6 +339,7 @@ def evidence(
     max_rounds: int = 30,
     tol: float = 1e-3,
     evidence_tol: float = 1e-2,
+    patience: int = 2,
     rank: int | None = None,
 ) -> Evidence:
     """Wrap a Levenberg–Marquardt solver (:func:`ekibnn.gauss_newton`) in the Laplace-evidence
@@ -389,6 +359,8 @@ def evidence(
         evidence_tol: also stop when a round raises the log evidence by less than this (in
             nats; e.g. a prior scale shrinking towards 0 on data with no signal, where the
             scales never settle but the evidence does).
+        patience: also stop after this many rejected rounds in a row (rounds whose log
+            evidence is below the best round's; the result is the best round).
         rank: the factor's rank (None: exact; see :func:`ekibnn.laplace`).
 
     Returns:
@@ -454,5 +426,6 @@ def evidence(
         max_rounds=check_positive_int("max_rounds", max_rounds, "pass e.g. max_rounds=30"),
         tol=check_number("tol", tol, 0.0, strict=True),
         evidence_tol=check_number("evidence_tol", evidence_tol, 0.0),
+        patience=check_positive_int("patience", patience, "pass e.g. patience=2"),
         rank=None if rank is None else check_positive_int("rank", rank, "pass e.g. 200"),
     )
