@@ -430,7 +430,7 @@ class EKIRegressor(RegressorMixin, _EKIBase):
     Example:
         >>> from ekibnn.datasets import tutorial_sine
         >>> X, y = tutorial_sine(n=200)
-        >>> reg = EKIRegressor(ensemble_size=32).fit(X, y)
+        >>> reg = EKIRegressor(ensemble_size=32, random_state=0).fit(X, y)
         >>> mean, std = reg.predict(X[:5], return_std=True)
         >>> mean.shape, bool((std > 0).all())
         ((5,), True)

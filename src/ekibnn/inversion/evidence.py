@@ -24,13 +24,14 @@ a round whose log evidence is below the best so far is rejected: the MAP and sca
 the best round's and the step in ``(log tau, log kappa)`` is halved. Rounds stop when the step
 is below ``tol`` (relative; a fixed point, or no better point along the update), when a round
 raises the log evidence by less than ``evidence_tol`` nats, after ``patience`` rejected rounds
-in a row (each round's MAP is a fresh local optimum, so a network's evidence is noisy at the
-level of nats between nearby scales, and more halvings only spend Levenberg-Marquardt runs on
-scales already within the noise), or after ``max_rounds``; the result is the round with the
-highest evidence. For a linear-Gaussian model the Laplace evidence is exact and the fixed point
-is the exact type-II maximum. What the user set is respected:
-``tune_noise=False`` keeps the given noise, ``tune_prior=False`` the given prior; the fitted
-values are in the state (``noise_scale``, ``prior_scale``) and in :meth:`Evidence.fitted`.
+in a row once the best round's Levenberg-Marquardt run has converged (each round's MAP is a
+fresh local optimum, so a network's evidence is noisy at the level of nats between nearby
+scales, and more halvings only spend Levenberg-Marquardt runs on scales already within the
+noise), or after ``max_rounds``; the result is the round with the highest evidence. For a
+linear-Gaussian model the Laplace evidence is exact and the fixed point is the exact type-II
+maximum. What the user set is respected: ``tune_noise=False`` keeps the given noise,
+``tune_prior=False`` the given prior; the fitted values are in the state (``noise_scale``,
+``prior_scale``) and in :meth:`Evidence.fitted`.
 
 The noise and the prior are data of the compiled step (the scales are state), so the whole
 alternation is one :func:`ekibnn.run` loop: each step is one LM step, and a round ends (with
@@ -244,7 +245,8 @@ class Evidence(Algorithm):
         gain = evidence - state.best.log_evidence  # NaN in the first round
         rejected = jnp.where(improved, 0, state.rejected + 1)
         settled = (change <= self.tol) | (improved & (gain <= self.evidence_tol))
-        settled = settled | (rejected >= self.patience)
+        best_converged = best.lm.converged[best.lm.best]  # a MAP, not an LM run cut short
+        settled = settled | ((rejected >= self.patience) & best_converged)
         rounds = state.rounds + 1
         done = settled | (rounds >= self.max_rounds)
         fresh = best.lm._replace(  # the next round: from the best MAP, at the new scales
@@ -360,7 +362,8 @@ def evidence(
             nats; e.g. a prior scale shrinking towards 0 on data with no signal, where the
             scales never settle but the evidence does).
         patience: also stop after this many rejected rounds in a row (rounds whose log
-            evidence is below the best round's; the result is the best round).
+            evidence is below the best round's; the result is the best round), if the best
+            round's MAP converged (else the rounds go on from it).
         rank: the factor's rank (None: exact; see :func:`ekibnn.laplace`).
 
     Returns:
