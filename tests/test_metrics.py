@@ -40,6 +40,11 @@ def test_gaussian_nll_moment_matches_scipy():
     assert_close(m.gaussian_nll_moment(y, mean, std), expected)
     # hand value: y = mean, std = 1 -> 0.5 log(2 pi)
     assert_close(m.gaussian_nll_moment(jnp.zeros(2), jnp.zeros(2), 1.0), HALF_LOG_2PI)
+    # a mask: the mean over those points only, also compiled
+    mask = np.array([True, False, True])
+    subset = -np.mean(stats.norm.logpdf(y[mask], mean[mask], std[mask]))
+    assert_close(m.gaussian_nll_moment(y, mean, std, where=mask), subset)
+    assert_close(jax.jit(m.gaussian_nll_moment)(y, mean, std, mask), subset)
 
 
 def test_gaussian_nll_single_member_equals_single_gaussian():

@@ -278,14 +278,12 @@ def _gaussian_scores(mean, epistemic_std, noise_std, y_test, x_test, truth):
     total_std = jnp.sqrt(epistemic_std**2 + noise_std**2)
     held_out = metrics.regression_report(y_test, mean[g:], total_std[g:])
     held_in = jnp.abs(x_test) <= _DATA_RANGE
-    point_nll = 0.5 * jnp.log(2 * jnp.pi) + jnp.log(total_std[g:])
-    point_nll = point_nll + 0.5 * ((y_test - mean[g:]) / total_std[g:]) ** 2
     inside = jnp.asarray(_INSIDE)
     epi = epistemic_std[:g]
     return {
         "rmse": jnp.sqrt(jnp.sum(jnp.where(inside, (mean[:g] - truth) ** 2, 0)) / inside.sum()),
         **{k: held_out[k] for k in ("nll", "crps", "coverage_95")},
-        "nll_in_data": jnp.sum(jnp.where(held_in, point_nll, 0)) / held_in.sum(),
+        "nll_in_data": metrics.gaussian_nll_moment(y_test, mean[g:], total_std[g:], held_in),
         "epistemic_std_in": jnp.sum(jnp.where(inside, epi, 0)) / inside.sum(),
         "epistemic_std_out": jnp.sum(jnp.where(inside, 0, epi)) / (~inside).sum(),
         "bands": (

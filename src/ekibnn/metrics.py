@@ -218,6 +218,7 @@ def gaussian_nll_moment(
     y_true: jax.typing.ArrayLike,
     mean: jax.typing.ArrayLike,
     std: jax.typing.ArrayLike,
+    where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
     """Mean negative log-likelihood of a single (moment-matched) Gaussian predictive.
 
@@ -227,6 +228,8 @@ def gaussian_nll_moment(
         y_true: Targets, shape ``(n,)``.
         mean: Predictive means ``m``, shape ``(n,)``.
         std: Predictive standard deviations ``s`` (> 0), shape ``(n,)`` or scalar.
+        where: None (every point), or a boolean ``(n,)`` mask: the mean over those points
+            only (a subset of fixed shape, so it works inside ``jit``).
 
     Returns:
         Scalar mean NLL (natural log).
@@ -243,7 +246,7 @@ def gaussian_nll_moment(
     _check_same_shape("y_true", y_true, "mean", mean)
     _check_broadcastable("std", std, y_true.shape, "a scalar or (n,) array")
     z = (y_true - mean) / std
-    return jnp.mean(_HALF_LOG_2PI + jnp.log(std) + 0.5 * jnp.square(z))
+    return jnp.mean(_HALF_LOG_2PI + jnp.log(std) + 0.5 * jnp.square(z), where=where)
 
 
 def crps(y_true: jax.typing.ArrayLike, samples: jax.typing.ArrayLike) -> jax.Array:

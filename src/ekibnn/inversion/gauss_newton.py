@@ -753,18 +753,8 @@ def _posterior_fields(algo: GaussNewton, state: GaussNewtonState, rank, key) -> 
     """:meth:`GaussNewton.posterior`'s fields (:func:`laplace` at the best start) and whether
     that start converged."""
     theta = state.x[state.best]
-    mean = algo.prior.flat_mean().astype(theta.dtype)
-    model = algo.model(state.layout, mean)
-    factor = factorise(model, (theta - mean) / model.scale, rank, key, algo.update_precision)
-    fields = {
-        "mean": state.layout.member(theta),
-        "scale": model.scale,
-        "basis": factor.basis,
-        "singular_values": factor.singular_values,
-        "log_evidence": log_evidence(factor, algo.likelihood.log_normaliser(model.obs)),
-        "objective": factor.loss + factor.prior_term,
-        "grad_norm": factor.grad_norm,
-    }
+    model = algo.model(state.layout, algo.prior.flat_mean().astype(theta.dtype))
+    fields = _laplace_fields(model, theta, rank, key, algo.update_precision)
     return fields, state.converged[state.best]
 
 
@@ -936,10 +926,22 @@ def log_evidence(factor: Factor, log_normaliser: Array) -> Array:
     )
 
 
-@eqx.filter_jit
-def _laplace_factor(model: WhitenedModel, theta: Array, rank, key, precision):
+def _laplace_fields(model: WhitenedModel, theta: Array, rank, key, precision) -> dict:
+    """The :class:`ekibnn.posterior.LinearisedPosterior` fields (all but ``converged``) of the
+    Laplace posterior of ``model`` at the flat point ``theta`` (traceable)."""
     factor = factorise(model, (theta - model.anchor) / model.scale, rank, key, precision)
-    return factor, log_evidence(factor, model.likelihood.log_normaliser(model.obs))
+    return {
+        "mean": model.layout.member(theta),
+        "scale": model.scale,
+        "basis": factor.basis,
+        "singular_values": factor.singular_values,
+        "log_evidence": log_evidence(factor, model.likelihood.log_normaliser(model.obs)),
+        "objective": factor.loss + factor.prior_term,
+        "grad_norm": factor.grad_norm,
+    }
+
+
+_laplace_fields_compiled = eqx.filter_jit(_laplace_fields)
 
 
 def laplace(
@@ -1019,14 +1021,5 @@ def laplace(
         prior.flat_std().astype(theta.dtype),
         bool(indexed_forward),
     )
-    factor, evidence = _laplace_factor(model, theta, rank, key, update_precision)
-    return LinearisedPosterior(
-        mean=params,
-        scale=prior.flat_std().astype(theta.dtype),
-        basis=factor.basis,
-        singular_values=factor.singular_values,
-        log_evidence=evidence,
-        objective=factor.loss + factor.prior_term,
-        grad_norm=factor.grad_norm,
-        converged=converged,
-    )
+    fields = _laplace_fields_compiled(model, theta, rank, key, update_precision)
+    return LinearisedPosterior(**(fields | {"mean": params}), converged=converged)
