@@ -3,12 +3,53 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+_SHARED_CACHE: str | None = None  # the folder this process made (removed at the end)
+
+
+def _share_compiled_programs() -> None:
+    """One JAX persistent compilation cache for the whole test run: the xdist workers and every
+    subprocess they start (CLI commands, notebooks, multi-process runs) reuse a program another
+    test already compiled instead of compiling it again. Most of a small test's time is XLA
+    compiling, and tests build fresh closures (new algorithm objects, new forward maps) that
+    JAX's in-memory caches cannot match; the persistent cache keys on the program itself.
+
+    The first pytest process (the xdist controller, or the only process) makes a new folder and
+    removes it at the end, so nothing carries over between runs; workers and subprocesses
+    inherit it through ``JAX_COMPILATION_CACHE_DIR``. Programs that compile in under 0.1 s are
+    not stored. ``EKIBNN_TEST_COMPILE_CACHE=0`` turns it off. The tests of the CLI's own cache
+    and of the compilation budget set their own folder or turn it off."""
+    global _SHARED_CACHE
+    if os.environ.get("EKIBNN_TEST_COMPILE_CACHE", "1") == "0":
+        return
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        _SHARED_CACHE = tempfile.mkdtemp(prefix="ekibnn-tests-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = _SHARED_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    # JAX read the variables when it was imported, before they were set here
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+
+
+_share_compiled_programs()
+
+
+def pytest_unconfigure(config):
+    if _SHARED_CACHE is not None:
+        shutil.rmtree(_SHARED_CACHE, ignore_errors=True)
+
 
 # Subprocess entry points (they set process-wide JAX flags at import): run by the tests, never
 # collected, or their imports would switch x64 on for every test in the same worker.

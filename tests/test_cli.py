@@ -485,7 +485,7 @@ def test_compile_cache_in_xdg_cache_home_and_recorded(tmp_path):
     assert cold["rmse"] is None and cold["rmse_undefined"] == "not a number (NaN)"
 
 
-def test_fit_and_pinn_self_check(tmp_path):
+def test_fit_self_check(tmp_path):
     """--self-check runs the Laplace-vs-RML check after the fit: the verdict is printed and
     the FidelityCheck's fields land in metrics.json under self_check."""
     args = ["fit", "--dataset", "diabetes", "--hidden", "2", "--steps", "30", "--no-progress"]
@@ -494,6 +494,10 @@ def test_fit_and_pinn_self_check(tmp_path):
     record = _strict_json(tmp_path / "fit" / "metrics.json")["self_check"]
     assert {"std_ratio", "map_converged", "num_members", "band", "trusted"} <= set(record)
     assert record["num_members"] == 32 and record["message"] in result.output
+
+
+def test_pinn_self_check(tmp_path):
+    """The same check after ``ekibnn pinn``, with the PINN's own ensemble size."""
     pinn_args = ["pinn", "poisson1d", "--scale", "0.1", "--no-progress", "--self-check"]
     result = runner.invoke(app, [*pinn_args, "--out", str(tmp_path / "pinn")])
     assert result.exit_code == 0, result.output
