@@ -175,24 +175,31 @@ def test_a_flat_evidence_settles():
 
 def test_patience_stops_after_rejected_rounds_in_a_row():
     """``patience=1`` stops at the first rejected round (evidence below the best so far) and
-    returns the best round; the run without it follows the same rounds up to there."""
+    returns the best round; the run without it follows the same rounds up to there. Whether a
+    start meets a rejected round depends on float32 round-off (each round's MAP is a fresh
+    local optimum), so the test takes the first of a few starts that does."""
     lik, prior = _sine_network()
     gn = ek.gauss_newton(lik.forward_fn, lik.obs, prior, max_steps=400)
-    starts = prior.sample(jax.random.key(1), 1)
 
-    def fit(patience):
+    def fit(starts, patience):
         algo = ek.evidence(gn, max_rounds=30, patience=patience)
         result = ek.run(jax.random.key(0), algo, starts, 12000, progress=False)
         return algo.fitted(result.state), result
 
-    _, long = fit(30)
-    rounds = np.asarray(long.history.rounds)
-    ends = np.flatnonzero(np.diff(rounds, prepend=0))  # the step at which each round ended
-    evidence = np.asarray(long.history.log_evidence)[ends]
-    worse = [k for k in range(1, len(evidence)) if evidence[k] < evidence[:k].max()]
-    assert worse, evidence  # this problem has a rejected round (else the test proves nothing)
+    tried = []
+    for seed in range(1, 6):
+        starts = prior.sample(jax.random.key(seed), 1)
+        _, long = fit(starts, 30)
+        rounds = np.asarray(long.history.rounds)
+        ends = np.flatnonzero(np.diff(rounds, prepend=0))  # the step at which each round ended
+        evidence = np.asarray(long.history.log_evidence)[ends]
+        worse = [k for k in range(1, len(evidence)) if evidence[k] < evidence[:k].max()]
+        tried.append(evidence)
+        if worse:
+            break
+    assert worse, tried  # some start has a rejected round (else the test proves nothing)
     first = worse[0]
-    short_fit, short = fit(1)
+    short_fit, short = fit(starts, 1)
     assert short_fit.rounds == first + 1 and short_fit.settled
     assert short_fit.log_evidence == pytest.approx(evidence[:first].max(), abs=1e-6)
     assert short.num_steps < long.num_steps

@@ -214,7 +214,12 @@ def test_restarts_stop_once_the_others_are_outranked():
         assert bool(solo.state.converged[0])
         assert float(solo.state.objective[0]) >= lowest - 1e-4 * abs(lowest)
         if converged[j]:
-            np.testing.assert_allclose(solo.state.objective[0], joint.state.objective[j], 1e-5)
+            # each run stops within its convergence tolerance (0.5 atol^2 + 100 eps |Phi|) of
+            # the same minimum: the two objectives agree to twice that
+            tol = 2 * (0.5 * 1e-2**2 + 100 * np.finfo(np.float32).eps * abs(lowest))
+            np.testing.assert_allclose(
+                solo.state.objective[0], joint.state.objective[j], rtol=0, atol=tol
+            )
         solo_steps.append(solo.num_steps)
     assert max(solo_steps) > joint.num_steps
 
