@@ -3,7 +3,9 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+).strip()  # keeps the test run's flags (tests/conftest.py)
 
 import jax
 import jax.numpy as jnp

@@ -2,7 +2,9 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()  # keeps the test run's flags (tests/conftest.py)
 
 import jax
 import numpy as np
