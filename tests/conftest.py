@@ -13,10 +13,11 @@ def _compile_fast() -> None:
     """Compile the test run's programs with LLVM's optimisations off
     (``--xla_backend_optimization_level=0`` added to ``XLA_FLAGS``, inherited by the xdist
     workers and every subprocess): most of a small test's time is XLA compiling, and at this
-    level the suite takes about a third less time (1005 s -> 688 s on this project's 2-core
-    machine, same session), while the tests' small programs run about as fast. XLA's
-    graph-level passes (fusion, simplification) still run; what changes is the machine code,
-    hence float round-off, which no test may depend on (the suite passes at both levels).
+    level the suite takes about a quarter less time on this project's 2-core machine, while
+    the tests' small programs run about as fast (a full-size fit does not: the CLI keeps
+    XLA's default). XLA's graph-level passes (fusion, simplification) still run; what
+    changes is the machine code, hence float round-off, which no test may depend on (the
+    suite passes at both levels).
     ``EKIBNN_TEST_FAST_COMPILE=0``, or an optimisation level already in ``XLA_FLAGS``, keeps
     XLA's default. Must run before JAX creates its CPU backend, which reads the flags."""
     flags = os.environ.get("XLA_FLAGS", "")
