@@ -70,9 +70,9 @@ to leave its basin to win, and the run stops rather than wait for it. "Above" me
 than the convergence tolerance ``0.5 atol^2 + rtol |Phi|``: a start whose floor is within it of
 the lowest objective is in the same basin to the test's precision and runs on until it
 converges (without the slack, a start that had reached the MAP in a linear problem was declared
-outranked by one rounding error). On the demo's sine
-network the MAP's start converged at step 178 and the slowest of the 4 starts crawled on to
-step 397, to settle 1.2 nats above it; the run now stops at step 216.
+outranked by one rounding error). On the demo's sine network the MAP's start converged at
+step 178 and the slowest of the 4 starts crawled on to step 397, to settle 1.2 nats above it;
+the run now stops at step 216.
 
 Restarts: ``init(particles)`` takes R starting points (prior draws, or the members of an
 ensemble stage: a derivative-free global phase); all are optimised at once (``vmap``) and the
@@ -592,6 +592,10 @@ class GaussNewton(Algorithm):
     def _rtol(self, dtype: Any) -> float:
         return self.rtol if self.rtol is not None else 100 * float(jnp.finfo(dtype).eps)
 
+    def _tolerance(self, objective: Array) -> Array:
+        """The convergence tolerance ``0.5 atol^2 + rtol |Phi|`` at ``objective``."""
+        return self._rtol(objective.dtype) * jnp.abs(objective) + 0.5 * self.atol**2
+
     def model(
         self, layout: Layout, anchor: Array, y: Array | None = None, dtype: Any = None
     ) -> WhitenedModel:
@@ -650,7 +654,7 @@ class GaussNewton(Algorithm):
         lam_new = jnp.minimum(jnp.where(accepted, lam_accept, lam * growth), _MAX_DAMPING)
         growth_new = jnp.where(accepted, 2.0, jnp.minimum(2.0 * growth, _MAX_DAMPING))
         roundoff = self._rtol(x.dtype) * jnp.abs(phi)
-        tol = roundoff + 0.5 * self.atol**2
+        tol = self._tolerance(phi)
         small = jnp.maximum(jnp.abs(jnp.where(jnp.isfinite(actual), actual, jnp.inf)), predicted)
         unmeasurable = ~accepted & (small <= roundoff)
         now_converged = jnp.isfinite(phi) & (((lam <= 1.0) & (small <= tol)) | unmeasurable)
@@ -718,8 +722,8 @@ class GaussNewton(Algorithm):
         converged = new_state.converged
         lowest = jnp.min(jnp.where(converged, new_state.objective, jnp.inf))
         # within the convergence tolerance of the lowest objective, a start may still reach it
-        slack = self._rtol(lowest.dtype) * jnp.abs(lowest) + 0.5 * self.atol**2
-        outranked = ~jnp.isfinite(update.model_floor) | (update.model_floor > lowest + slack)
+        reach = lowest + self._tolerance(lowest)
+        outranked = ~jnp.isfinite(update.model_floor) | (update.model_floor > reach)
         new_state = new_state._replace(
             done=new_state.done | jnp.all(converged | (outranked & jnp.isfinite(lowest)))
         )
