@@ -5,26 +5,46 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from typing import NamedTuple
 
+#: XLA CPU's fusion emitters off: its older elemental emitters compile small programs faster
+_LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+
 
 def _compile_fast() -> None:
-    """Compile the test run's programs with LLVM's optimisations off
-    (``--xla_backend_optimization_level=0`` added to ``XLA_FLAGS``, inherited by the xdist
-    workers and every subprocess): most of a small test's time is XLA compiling, and at this
-    level the suite takes about a quarter less time on this project's 2-core machine, while
-    the tests' small programs run about as fast (a full-size fit does not: the CLI keeps
-    XLA's default). XLA's graph-level passes (fusion, simplification) still run; what
-    changes is the machine code, hence float round-off, which no test may depend on (the
-    suite passes at both levels).
-    ``EKIBNN_TEST_FAST_COMPILE=0``, or an optimisation level already in ``XLA_FLAGS``, keeps
-    XLA's default. Must run before JAX creates its CPU backend, which reads the flags."""
-    flags = os.environ.get("XLA_FLAGS", "")
+    """Compile the test run's programs fast: LLVM's optimisations off
+    (``--xla_backend_optimization_level=0``) and XLA CPU's older elemental emitters instead of
+    its fusion emitters (``--xla_cpu_use_fusion_emitters=false``, where this jaxlib knows the
+    flag), added to ``XLA_FLAGS`` and inherited by the xdist workers and every subprocess.
+    Most of a small test's time is XLA compiling; the tests' small programs run about as fast
+    either way (a full-size fit does not: both flags slow the tutorial configuration, and the
+    CLI keeps XLA's defaults). What changes is the machine code, hence float round-off, which
+    no test may depend on.
+
+    An unknown flag in ``XLA_FLAGS`` aborts the process, so the emitter flag is first tried in
+    a subprocess (once: the workers inherit the answer). ``EKIBNN_TEST_FAST_COMPILE=0`` keeps
+    XLA's defaults; a flag already in ``XLA_FLAGS`` is left as it is. Must run before JAX
+    creates its CPU backend, which reads the flags."""
     if os.environ.get("EKIBNN_TEST_FAST_COMPILE", "1") == "0":
         return
+    flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_optimization_level=0".strip()
+        flags = f"{flags} --xla_backend_optimization_level=0".strip()
+    tried = "EKIBNN_TEST_EMITTERS_TRIED" in os.environ
+    if "xla_cpu_use_fusion_emitters" not in flags and not tried:
+        os.environ["EKIBNN_TEST_EMITTERS_TRIED"] = "1"
+        probe = subprocess.run(
+            [sys.executable, "-c", "import jax; jax.devices('cpu')"],
+            env={**os.environ, "XLA_FLAGS": f"{flags} {_LEGACY_EMITTERS}"},
+            capture_output=True,
+            timeout=300,
+        )
+        if probe.returncode == 0:
+            flags = f"{flags} {_LEGACY_EMITTERS}"
+    os.environ["XLA_FLAGS"] = flags
 
 
 _compile_fast()
