@@ -99,8 +99,21 @@ class HostRows:
                 f"dtype {indices.dtype}",
                 "pass e.g. jnp.arange(b) or the minibatch indices",
             )
-        shape = jax.ShapeDtypeStruct((*indices.shape, self.shape[1]), self.dtype)
+        rows = (*indices.shape, self.shape[1])
+        if np.dtype(self.dtype).itemsize == 8:
+            # float64 rows travel as pairs of uint32 words: JAX canonicalises a callback's
+            # results under the callback thread's own x64 setting, which a ``jax.enable_x64``
+            # context in the calling thread does not reach (float64 would arrive as float32)
+            words = jax.ShapeDtypeStruct((*rows, 2), jnp.uint32)
+            raw = jax.pure_callback(self._read_words, words, indices, vmap_method="expand_dims")
+            return jax.lax.bitcast_convert_type(raw, self.dtype)
+        shape = jax.ShapeDtypeStruct(rows, self.dtype)
         return jax.pure_callback(self._read, shape, indices, vmap_method="expand_dims")
+
+    def _read_words(self, indices: np.ndarray) -> np.ndarray:
+        """:meth:`_read`'s 8-byte rows as ``(..., d, 2)`` uint32 words (same bytes)."""
+        rows = np.ascontiguousarray(self._read(indices))
+        return rows.view(np.uint32).reshape(*rows.shape, 2)
 
     def __repr__(self) -> str:
         kind = type(self.source).__name__
