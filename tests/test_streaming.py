@@ -51,8 +51,7 @@ def test_streamed_regression_from_memmap_file_equals_in_memory(tmp_path):
     X, y = (a.astype(np.float64) for a in _data())
     np.save(tmp_path / "X.npy", X)
     with jax.enable_x64(True):
-        model = bnn.MLP(jax.random.key(0), 3, 1, (8,), parameterization="ntk")
-        model = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), model)
+        model = bnn.MLP(jax.random.key(0), 3, 1, (8,), parameterization="ntk")  # float64
         ref = _run(bnn.regression(X, y, 0.1), model)
         res = _run(streamed_regression(tmp_path / "X.npy", y, 0.1), model)  # np.load(mmap)
         assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(res.particles)} == {
