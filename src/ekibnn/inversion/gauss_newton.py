@@ -578,6 +578,10 @@ class GaussNewton(Algorithm):
             solution = lx.linear_solve(operator, v, solver, throw=False)
             return solution.value, solution.stats["num_steps"].astype(v.dtype)
         jac = model.jacobian(lin, z)
+        # ONE batched LAPACK factorisation per step, on purpose: two independent ones in one
+        # program (vmapped over R >= 4 starts, size >= 300) deadlock jaxlib 0.10.2's CPU
+        # batch map on a 2-core machine (measured 2026-12-06; a step with a second Cholesky
+        # for a geodesic-acceleration solve never returned)
         with matmul_precision(self.update_precision):
             if space == "data":
                 gram = jac @ jac.T + c * jnp.eye(m, dtype=v.dtype)
