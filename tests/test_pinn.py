@@ -138,6 +138,41 @@ def test_observation_and_forward_layout():
     np.testing.assert_allclose(prior.std["phys"]["a"], 0.5)
 
 
+def test_indexed_forward_matches_the_forward_map_point_by_point(monkeypatch):
+    """indexed_forward_fn(params, i) == forward_fn(params)[i] for every group (a Neumann
+    boundary, so that u and B differ), in any order; pinn.fit hands it to the recipes (the
+    Jacobian recipes build the Jacobian point by point with it)."""
+    net = MLP(jax.random.key(3), 1, 1, hidden=(6,))
+    problem = pinn.PINNProblem(
+        net=net,
+        operator=lambda u, x, phys: phys["a"] * pinn.laplacian(u)(x) + jnp.sin(u(x)),
+        x_u=np.array([0.1, 0.2, 0.3]),
+        y_u=np.zeros(3),
+        x_b=np.array([[0.0], [1.0]]),
+        y_b=np.zeros(2),
+        x_f=np.array([[0.5], [0.6], [0.7]]),
+        y_f=np.zeros(3),
+        phys={"a": pinn.PhysicalParam(0.0, 1.0)},
+        boundary=lambda u, x, phys: jax.grad(u)(x)[0],
+    )
+    member = jax.tree_util.tree_map(lambda a: a[0], problem.prior().sample(jax.random.key(4), 1))
+    full = problem.forward_fn(member)
+    order = jnp.array([7, 0, 3, 5, 2, 4, 1, 6])
+    np.testing.assert_allclose(problem.indexed_forward_fn(member, order), full[order], rtol=1e-5)
+    assert len(set(np.round(np.asarray(full), 5))) == 8  # the groups really differ here
+
+    seen = {}
+
+    def capture(method, inverse, key, **kwargs):
+        seen["indexed"] = inverse.indexed_forward_fn
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(pinn.problem.recipes, "fit", capture)
+    with pytest.raises(RuntimeError, match="captured"):
+        pinn.fit(problem, jax.random.key(0))
+    assert seen["indexed"] == problem.indexed_forward_fn
+
+
 def test_tiny_poisson_run_reduces_misfit_moves_k_and_writes_outputs(tmp_path):
     """A tiny poisson1d run through run_pinn at the default recipe (Laplace): the misfit drops,
     k's mean moves from its prior mean 0 towards 0.7, and the JSON and figures are written."""
