@@ -319,7 +319,9 @@ class PINNProblem:
         VJPs, about three evaluations of every operator in all) instead of ``min(m, p)`` VJPs
         of the whole forward map (``ekibnn.gauss_newton``'s ``indexed_forward``). Every
         operator is evaluated at each requested point and the one of its group kept (under
-        ``vmap`` a branch costs as much as all of them).
+        ``vmap`` a branch costs as much as all of them), so every operator must be finite, with
+        finite derivatives, at every point of the problem: a NaN in a discarded value still
+        reaches the Jacobian (``0 * nan``).
 
         Args:
             params: one member ``{"net": MLP, "phys": {...}}`` (unconstrained phys).
