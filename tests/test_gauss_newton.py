@@ -249,6 +249,80 @@ def test_indexed_forward_builds_the_same_jacobian(key):
         np.testing.assert_allclose(post.covariance(), ref.covariance(), rtol=1e-10, atol=1e-14)
 
 
+def _two_branch_problem():
+    """Outputs 0..2 are tanh(a x + b) c, outputs 3..6 are sin(a x) + b c: two branches."""
+    x = jnp.linspace(-1.0, 1.0, 7)
+    first = jnp.arange(7) < 3
+
+    def branch(theta, xi, k):
+        return (
+            jnp.tanh(theta[0] * xi + theta[1]) * theta[2],
+            jnp.sin(theta[0] * xi) + theta[1] * theta[2],
+        )[k]
+
+    def forward(theta, idx, segment=None):
+        if segment is not None:
+            return branch(theta, x[idx], segment)
+        return jnp.where(first[idx], branch(theta, x[idx], 0), branch(theta, x[idx], 1))
+
+    y = forward(jnp.array([0.8, 0.3, 1.1]), jnp.arange(7)) + 0.05 * jnp.cos(5 * x)
+    return forward, ek.Observation(y, 0.1), ek.GaussianPrior(jnp.ones(3), 1.0)
+
+
+def test_segments_build_the_same_jacobian_branch_by_branch(key):
+    """With segments, each segment's Jacobian rows come from its own branch
+    (forward(theta, idx, segment=k)); the iterates and the Laplace posterior are those of the
+    point-by-point Jacobian of the full map."""
+    with jax.enable_x64(True):
+        forward, obs, prior = _two_branch_problem()
+        runs = [
+            ek.run(
+                key,
+                ek.gauss_newton(forward, obs, prior, indexed_forward=True, segments=seg),
+                prior.sample(key, 2),
+                5,
+                progress=False,
+            )
+            for seg in (None, (3, 7))
+        ]
+        np.testing.assert_allclose(runs[0].state.x, runs[1].state.x, rtol=1e-12)
+        posts = [
+            ek.laplace(forward, obs, prior, runs[0].state.map, indexed_forward=True, segments=seg)
+            for seg in (None, (3, 7))
+        ]
+        np.testing.assert_allclose(posts[0].covariance(), posts[1].covariance(), rtol=1e-10)
+        # a wrong split takes the other branch's rows: a different posterior
+        wrong = ek.laplace(
+            forward, obs, prior, runs[0].state.map, indexed_forward=True, segments=(4, 7)
+        )
+        assert not np.allclose(wrong.covariance(), posts[0].covariance(), rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("segments", "indexed", "match"),
+    [
+        ((3, 7), False, "indexed_forward=True"),
+        ((3, 6), True, "the last equal to the 7"),
+        ((5, 3, 7), True, "non-decreasing"),
+        ((2.5, 7), True, "integer segment ends"),
+        ("37", True, "integer segment ends"),
+    ],
+)
+def test_bad_segments_are_refused(segments, indexed, match):
+    forward, obs, prior = _two_branch_problem()
+    with pytest.raises(ek.InputError, match=match):
+        ek.gauss_newton(forward, obs, prior, indexed_forward=indexed, segments=segments)
+
+
+def test_a_forward_map_without_a_segment_keyword_is_refused(key):
+    _, obs, prior = _two_branch_problem()
+    algo = ek.gauss_newton(
+        lambda theta, idx: theta[0] * idx, obs, prior, indexed_forward=True, segments=(3, 7)
+    )
+    with pytest.raises(ek.InputError, match="segment=k"):
+        algo.init(prior.sample(key, 2))
+
+
 def test_new_data_do_not_recompile(key, compile_log):
     problem = make_linear_problem(m=6, p=3, seed=5)
     obs, prior = _setup(problem, jnp.float32)

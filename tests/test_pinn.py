@@ -160,17 +160,33 @@ def test_indexed_forward_matches_the_forward_map_point_by_point(monkeypatch):
     order = jnp.array([7, 0, 3, 5, 2, 4, 1, 6])
     np.testing.assert_allclose(problem.indexed_forward_fn(member, order), full[order], rtol=1e-5)
     assert len(set(np.round(np.asarray(full), 5))) == 8  # the groups really differ here
+    assert problem.segments == (3, 5, 8)
+    for k, group in enumerate([jnp.array([2, 0]), jnp.array([4, 3]), jnp.array([7, 5, 6])]):
+        np.testing.assert_allclose(
+            problem.indexed_forward_fn(member, group, segment=k), full[group], rtol=1e-5
+        )
+
+    # the Laplace posterior built segment by segment is the one built point by point
+    obs, prior = problem.observation(), problem.prior()
+    by_point, by_segment = (
+        ek.laplace(problem.indexed_forward_fn, obs, prior, member, indexed_forward=True, **kw)
+        for kw in ({}, {"segments": problem.segments})
+    )
+    np.testing.assert_allclose(by_segment.singular_values, by_point.singular_values, rtol=1e-4)
+    np.testing.assert_allclose(by_segment.log_evidence, by_point.log_evidence, rtol=1e-5)
 
     seen = {}
 
     def capture(method, inverse, key, **kwargs):
         seen["indexed"] = inverse.indexed_forward_fn
+        seen["segments"] = inverse.segments
         raise RuntimeError("captured")
 
     monkeypatch.setattr(pinn.problem.recipes, "fit", capture)
     with pytest.raises(RuntimeError, match="captured"):
         pinn.fit(problem, jax.random.key(0))
     assert seen["indexed"] == problem.indexed_forward_fn
+    assert seen["segments"] == problem.segments
 
 
 def test_tiny_poisson_run_reduces_misfit_moves_k_and_writes_outputs(tmp_path):

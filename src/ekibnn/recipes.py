@@ -193,6 +193,10 @@ class Problem(NamedTuple):
         estimate_prior: the prior scale of ``prior_group`` is unknown (``laplace``: tuned by
             the evidence; the prior's stds are the starting point).
         prior_group: which parameters the tuned prior scale applies to (None: all).
+        segments: optional segment ends of ``indexed_forward_fn``'s observations, each
+            evaluated by one branch (``indexed_forward_fn(params, indices, segment=k)``; see
+            :func:`ekibnn.gauss_newton`): the Jacobian recipes build each segment's rows with
+            its branch alone.
     """
 
     forward_fn: Callable
@@ -203,6 +207,7 @@ class Problem(NamedTuple):
     likelihood: Any = None
     estimate_prior: bool = False
     prior_group: Any = None
+    segments: tuple[int, ...] | None = None
 
 
 class Fit(NamedTuple):
@@ -382,7 +387,11 @@ def _jacobian_fit(stage: str, problem: Problem, key_init: Any, key_run: Any, s: 
     indexed = problem.indexed_forward_fn is not None
     forward = problem.indexed_forward_fn if indexed else problem.forward_fn
     steps = int(s["num_steps"])
-    options = {"indexed_forward": indexed, "max_steps": steps}
+    options = {
+        "indexed_forward": indexed,
+        "segments": problem.segments if indexed else None,
+        "max_steps": steps,
+    }
     if stage == "rml":
         if problem.likelihood is not None or problem.estimate_noise or problem.estimate_prior:
             raise input_error(

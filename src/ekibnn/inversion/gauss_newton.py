@@ -323,6 +323,9 @@ class WhitenedModel(NamedTuple):
         indexed: ``forward_fn`` takes observation indices, so the Jacobian is built point by
             point (one VJP per observation of a single-point evaluation) instead of by
             ``min(M, p)`` products of the whole forward map.
+        segments: None, or the ends of consecutive observation segments (``indexed`` only;
+            :func:`gauss_newton`): the outputs and the Jacobian's rows of segment ``k`` are
+            computed with ``forward_fn(params, indices, segment=k)``.
     """
 
     forward_fn: Callable
@@ -332,14 +335,30 @@ class WhitenedModel(NamedTuple):
     anchor: Float[Array, " p"]
     scale: Float[Array, " p"]
     indexed: bool = False
+    segments: tuple[int, ...] | None = None
 
     def outputs(self, z: Float[Array, " p"]) -> Float[Array, " M"]:
-        """``G(anchor + scale z)``."""
-        return self._forward(z, jnp.arange(self.obs.size))
+        """``G(anchor + scale z)`` (segment by segment when ``segments`` are given)."""
+        if self.segments is None:
+            return self._forward(z, jnp.arange(self.obs.size))
+        return jnp.concatenate(
+            [self._forward(z, jnp.arange(a, b), k) for k, (a, b) in self._segment_ranges()]
+        )
 
-    def _forward(self, z: Array, indices: Array) -> Array:
+    def _segment_ranges(self) -> list[tuple[int, tuple[int, int]]]:
+        """``(k, (start, stop))`` of every nonempty segment (one segment: all observations)."""
+        ends = (self.obs.size,) if self.segments is None else self.segments
+        spans = zip((0, *ends[:-1]), ends, strict=True)
+        return [(k, (a, b)) for k, (a, b) in enumerate(spans) if b > a]
+
+    def _forward(self, z: Array, indices: Array, segment: int | None = None) -> Array:
         params = self.layout.member(self.anchor + self.scale * z)
-        out = self.forward_fn(params, indices) if self.indexed else self.forward_fn(params)
+        if not self.indexed:
+            out = self.forward_fn(params)
+        elif segment is None:
+            out = self.forward_fn(params, indices)
+        else:
+            out = self.forward_fn(params, indices, segment=segment)
         return out.astype(z.dtype)
 
     def linearise(self, z: Float[Array, " p"]) -> Linearisation:
@@ -362,14 +381,21 @@ class WhitenedModel(NamedTuple):
 
     def jacobian(self, lin: Linearisation, z: Float[Array, " p"]) -> Float[Array, "M p"]:
         """The whitened Jacobian ``J^`` ``(M, p)``: point by point when ``indexed`` (``M``
-        VJPs of single-point evaluations, about three forward passes in all), else by ``p``
-        vmapped JVPs (``p <= M``) or ``M`` vmapped VJPs of the whole forward map."""
+        VJPs of single-point evaluations, about three forward passes in all; one vmap per
+        segment when ``segments`` are given), else by ``p`` vmapped JVPs (``p <= M``) or
+        ``M`` vmapped VJPs of the whole forward map."""
         m, p = lin.outputs.shape[0], z.shape[0]
         if self.indexed:
-            rows = jax.vmap(lambda i: jax.jacrev(lambda w: self._forward(w, i[None]))(z))(
-                jnp.arange(self.obs.size)
-            )
-            raw = rows.reshape(m, p)
+
+            def rows(start: int, stop: int, segment: int | None) -> Array:
+                return jax.vmap(
+                    lambda i: jax.jacrev(lambda w: self._forward(w, i[None], segment))(z)
+                )(jnp.arange(start, stop))
+
+            segment = (lambda k: k) if self.segments is not None else (lambda k: None)
+            raw = jnp.concatenate(
+                [rows(a, b, segment(k)) for k, (a, b) in self._segment_ranges()]
+            ).reshape(m, p)
             return jax.vmap(
                 lambda col: self.likelihood.root_t(self.obs, lin.outputs, col),
                 in_axes=1,
@@ -383,6 +409,69 @@ class WhitenedModel(NamedTuple):
 
 def _two_norm(tree: PyTree) -> Array:
     return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(tree)))
+
+
+def check_segments(segments: Any, indexed_forward: bool, n: int) -> tuple[int, ...] | None:
+    """``segments`` as a tuple of ints after checking it (:func:`gauss_newton`): None, or
+    non-decreasing segment ends whose last is the number of observations ``n``, with
+    ``indexed_forward``."""
+    if segments is None:
+        return None
+    if not indexed_forward:
+        raise input_error(
+            "segments",
+            "segments together with indexed_forward=True (they split forward_fn's indices)",
+            f"segments={segments!r} with indexed_forward=False",
+            "pass indexed_forward=True and forward_fn(params, indices, segment=None), or drop "
+            "segments",
+        )
+    try:
+        ends = tuple(int(e) for e in segments)
+        valid = all(e == v for e, v in zip(ends, segments, strict=True))
+    except (TypeError, ValueError):
+        valid = False
+    decreasing = any(b < a for a, b in zip((0, *ends[:-1]), ends, strict=True)) if valid else True
+    if not valid or not ends or decreasing or ends[-1] != n:
+        raise input_error(
+            "segments",
+            f"non-decreasing integer segment ends, the last equal to the {n} observations",
+            repr(segments),
+            f"pass e.g. (n_data, n_data + n_boundary, {n}): the end of each segment",
+        )
+    return ends
+
+
+def check_segment_calls(
+    forward_fn: Callable, member: PyTree, segments: tuple[int, ...] | None, num_outputs: int
+) -> None:
+    """Raise a clear error unless ``forward_fn(member, indices, segment=k)`` returns the
+    outputs of ``indices`` for every nonempty segment ``k`` (shapes only)."""
+    if segments is None:
+        return
+    per_index = num_outputs // segments[-1]
+    for k, (a, b) in enumerate(zip((0, *segments[:-1]), segments, strict=True)):
+        if b == a:
+            continue
+        indices = jax.ShapeDtypeStruct((b - a,), jnp.int32)
+        try:
+            out = eqx.filter_eval_shape(
+                lambda m, i, k=k: forward_fn(m, i, segment=k), member, indices
+            )
+        except Exception as err:
+            raise input_error(
+                "forward_fn with segments",
+                "forward_fn(params, indices, segment=k) for each segment k",
+                f"an error for segment {k}: {type(err).__name__}: {err}",
+                "add a segment=None keyword to forward_fn (k: every index lies in segment k), "
+                "or drop segments",
+            ) from err
+        if getattr(out, "shape", None) != ((b - a) * per_index,):
+            raise input_error(
+                "forward_fn(params, indices, segment=k) output",
+                f"shape ({(b - a) * per_index},) for the {b - a} indices of segment {k}",
+                str(getattr(out, "shape", type(out).__name__)),
+                "return the outputs of exactly the indices given, in their order",
+            )
 
 
 def choose_space(space: str, m: int, p: int) -> str:
@@ -518,6 +607,7 @@ class GaussNewton(Algorithm):
     prior: GaussianPrior
     likelihood: Likelihood
     indexed_forward: bool = eqx.field(static=True)
+    segments: tuple[int, ...] | None = eqx.field(static=True)
     space: str = eqx.field(static=True)
     max_steps: int = eqx.field(static=True)
     rtol: float | None = eqx.field(static=True)
@@ -550,6 +640,7 @@ class GaussNewton(Algorithm):
             jax.ShapeDtypeStruct((self.obs.size,), jnp.int32) if self.indexed_forward else None
         )
         check_forward(self.forward_fn, member, self.num_outputs, indices)
+        check_segment_calls(self.forward_fn, member, self.segments, self.num_outputs)
         start = 0.0 if self.initial_damping is None else self.initial_damping
         return _initial_state(particles, layout, start)
 
@@ -609,7 +700,14 @@ class GaussNewton(Algorithm):
         dtype = anchor.dtype if dtype is None else dtype
         scale = self.prior.flat_std().astype(dtype)
         return WhitenedModel(
-            self.forward_fn, self.likelihood, obs, layout, anchor, scale, self.indexed_forward
+            self.forward_fn,
+            self.likelihood,
+            obs,
+            layout,
+            anchor,
+            scale,
+            self.indexed_forward,
+            self.segments,
         )
 
     def _linearise_member(self, layout: Layout, anchor: Array, y: Array, x: Array):
@@ -779,6 +877,7 @@ def gauss_newton(
     *,
     likelihood: Likelihood | None = None,
     indexed_forward: bool = False,
+    segments: tuple[int, ...] | None = None,
     space: SolveSpace = "auto",
     max_steps: int = 200,
     rtol: float | None = None,
@@ -806,6 +905,13 @@ def gauss_newton(
             three forward passes in all) instead of by ``min(M, p)`` products of the whole
             forward map: for a network whose outputs depend each on one input, hundreds of
             times faster. The objective still evaluates all observations.
+        segments: None, or (``indexed_forward`` only) the ends ``(e_1, ..., e_K = n)`` of
+            consecutive observation segments ``[e_{k-1}, e_k)`` that one branch of the model
+            each evaluates (a PINN's data, boundary and residual points). The Jacobian's rows
+            of segment ``k`` are then built with ``forward_fn(params, indices, segment=k)``,
+            which may assume every index lies in segment ``k`` and evaluate that branch alone
+            (under ``vmap`` a data-dependent branch costs as much as all of them); the
+            objective's outputs are computed segment by segment too.
         space: ``"auto"``, ``"data"`` (``M x M`` Woodbury), ``"parameter"`` (``p x p``) or
             ``"cg"`` (matrix-free, Lineax CG).
         max_steps: the state is ``done`` after this many steps even if not every start has
@@ -857,12 +963,14 @@ def gauss_newton(
     if cg_max_steps is not None:
         cg_max_steps = check_positive_int("cg_max_steps", cg_max_steps, "pass e.g. 100 or None")
     check_precision(update_precision)
+    segments = check_segments(segments, indexed_forward, obs.size)
     return GaussNewton(
         forward_fn=forward_fn,
         obs=obs,
         prior=prior,
         likelihood=likelihood,
         indexed_forward=bool(indexed_forward),
+        segments=segments,
         space=space,
         max_steps=max_steps,
         rtol=rtol,
@@ -966,6 +1074,7 @@ def laplace(
     *,
     likelihood: Likelihood | None = None,
     indexed_forward: bool = False,
+    segments: tuple[int, ...] | None = None,
     rank: int | None = None,
     key: PRNGKeyArray | None = None,
     converged: bool | None = None,
@@ -990,6 +1099,7 @@ def laplace(
         indexed_forward: ``forward_fn(params, indices)`` evaluates the observations
             ``indices`` only (as for :func:`gauss_newton`): the Jacobian is then built point
             by point.
+        segments: as for :func:`gauss_newton`.
         rank: None for the exact factor (materialises ``J^``, ``M p`` entries); an integer for
             a randomised SVD of that rank by JVPs/VJPs (large ``M`` and ``p``).
         key: PRNG key of the randomised SVD (None: ``jax.random.key(0)``).
@@ -1022,6 +1132,8 @@ def laplace(
     theta = flatten_member(params)
     indices = jnp.arange(obs.size) if indexed_forward else None
     check_forward(forward_fn, params, likelihood.output_size(obs), indices)
+    segments = check_segments(segments, indexed_forward, obs.size)
+    check_segment_calls(forward_fn, params, segments, likelihood.output_size(obs))
     if rank is not None:
         rank = check_positive_int("rank", rank, "pass e.g. rank=200, or None for the exact factor")
     check_precision(update_precision)
@@ -1034,6 +1146,7 @@ def laplace(
         prior.flat_mean().astype(theta.dtype),
         prior.flat_std().astype(theta.dtype),
         bool(indexed_forward),
+        segments,
     )
     fields = _laplace_fields_compiled(model, theta, rank, key, update_precision)
     return LinearisedPosterior(**(fields | {"mean": params}), converged=converged)

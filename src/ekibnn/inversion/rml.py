@@ -149,6 +149,7 @@ def rml(
     *,
     start: PyTree | None = None,
     indexed_forward: bool = False,
+    segments: tuple[int, ...] | None = None,
     space: SolveSpace = "auto",
     max_steps: int = 200,
     rtol: float | None = None,
@@ -169,6 +170,7 @@ def rml(
             member's parameters where all members start (e.g. the MAP of
             :func:`ekibnn.gauss_newton`: fewer iterations, and members stay in its basin).
         indexed_forward: as for :func:`ekibnn.gauss_newton`.
+        segments: as for :func:`ekibnn.gauss_newton`.
         space: as for :func:`ekibnn.gauss_newton` (per member).
         max_steps: as for :func:`ekibnn.gauss_newton` (for every member).
         rtol: as for :func:`ekibnn.gauss_newton`.
@@ -203,6 +205,7 @@ def rml(
         obs,
         prior,
         indexed_forward=indexed_forward,
+        segments=segments,
         space=space,
         max_steps=max_steps,
         rtol=rtol,

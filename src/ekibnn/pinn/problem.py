@@ -313,32 +313,53 @@ class PINNProblem:
         in the layout of :attr:`layout`; pass it to :func:`ekibnn.eki`."""
         return self.outputs(self.scalar_field(params["net"]), self.constrained(params["phys"]))
 
-    def indexed_forward_fn(self, params: PyTree, indices: Array) -> Float[Array, " k"]:
+    @property
+    def segments(self) -> tuple[int, int, int]:
+        """Ends of the three groups of :attr:`layout` (data, boundary, residual points): the
+        ``segments`` of :meth:`indexed_forward_fn` (see :func:`ekibnn.gauss_newton`)."""
+        n_u, n_b, n_f = (x.shape[0] for x in (self.x_u, self.x_b, self.x_f))
+        return (n_u, n_u + n_b, n_u + n_b + n_f)
+
+    def indexed_forward_fn(
+        self, params: PyTree, indices: Array, segment: int | None = None
+    ) -> Float[Array, " k"]:
         """``forward_fn(params)[indices]`` computed point by point: each output depends on ONE
         point, so a Jacobian recipe builds the Jacobian one point at a time (``m`` single-point
-        VJPs, about three evaluations of every operator in all) instead of ``min(m, p)`` VJPs
-        of the whole forward map (``ekibnn.gauss_newton``'s ``indexed_forward``). Every
-        operator is evaluated at each requested point and the one of its group kept (under
-        ``vmap`` a branch costs as much as all of them), so every operator must be finite, with
-        finite derivatives, at every point of the problem: a NaN in a discarded value still
-        reaches the Jacobian (``0 * nan``).
+        VJPs) instead of ``min(m, p)`` VJPs of the whole forward map
+        (``ekibnn.gauss_newton``'s ``indexed_forward``), one group at a time (its
+        ``segments``: :attr:`segments`). With ``segment=None`` every operator is evaluated at
+        each requested point and the one of its group kept (under ``vmap`` a branch costs as
+        much as all of them), so every operator must then be finite, with finite derivatives,
+        at every point of the problem: a NaN in a discarded value still reaches the result
+        (``0 * nan``).
 
         Args:
             params: one member ``{"net": MLP, "phys": {...}}`` (unconstrained phys).
             indices: ``(k,)`` integer positions in the layout of :attr:`layout`.
+            segment: None (indices from any group), or 0, 1, 2 when every index lies in the
+                data, boundary or residual group (:attr:`segments`): only that group's map
+                is evaluated.
         """
         dtype = jnp.result_type(float)
         u = self.scalar_field(params["net"])
         phys = self.constrained(params["phys"])
         points = jnp.asarray(np.concatenate([self.x_u, self.x_b, self.x_f]), dtype)
         n_u, n_b = self.x_u.shape[0], self.x_b.shape[0]
+        groups = (
+            lambda x: u(x),
+            lambda x: self.boundary(u, x, phys),
+            lambda x: self.operator(u, x, phys),
+        )
+        indices = jnp.asarray(indices)
+        if segment is not None:
+            return jax.vmap(groups[segment])(points[indices])
 
         def one(i):
             x = points[i]
-            values = jnp.stack([u(x), self.boundary(u, x, phys), self.operator(u, x, phys)])
+            values = jnp.stack([g(x) for g in groups])
             return values[(i >= n_u).astype(jnp.int32) + (i >= n_u + n_b).astype(jnp.int32)]
 
-        return jax.vmap(one)(jnp.asarray(indices))
+        return jax.vmap(one)(indices)
 
     def log_likelihood(self, params: PyTree) -> Float[Array, ""]:
         """Gaussian log-likelihood of one member (up to a constant), for samplers such as HMC."""
@@ -421,6 +442,7 @@ def fit(
         problem.observation(),
         problem.prior(),
         indexed_forward_fn=problem.indexed_forward_fn,
+        segments=problem.segments,
     )
     return recipes.fit(
         method,
