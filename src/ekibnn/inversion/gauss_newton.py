@@ -36,9 +36,10 @@ Products per iteration and start (the issue #13 count): one linearisation (the f
 at ``z``, whose JVP and VJP the rest reuse), one VJP for ``v``, one forward pass at the trial
 point, and for ``J^``: dense, ``min(M, p)`` JVPs (``p <= M``) or VJPs (``M < p``) of the whole
 forward map, batched (with ``indexed_forward``, ``M`` VJPs of single-point evaluations, about
-three forward passes in all); CG, ``k`` JVPs and ``k`` VJPs (``k`` CG iterations, at most
-``cg_max_steps``). The first step adds one JVP (the first damping). Gauss–Newton cannot do with
-fewer than the ``min(M, p)`` products that determine ``J^`` (dense) or ``2k`` (CG).
+three forward passes in all; with ``segments``, each of its own segment's branch only); CG,
+``k`` JVPs and ``k`` VJPs (``k`` CG iterations, at most ``cg_max_steps``). The first step
+adds one JVP (the first damping). Gauss–Newton cannot do with fewer than the ``min(M, p)``
+products that determine ``J^`` (dense) or ``2k`` (CG).
 
 Damping and stopping, per start (Nielsen 1999; Madsen, Nielsen & Tingleff 2004): the gain
 ratio ``rho = (Phi(z) - Phi(z + dz)) / (0.5 (v^T dz + lambda |dz|^2))`` (actual over predicted
