@@ -18,11 +18,13 @@ Configurations: the ``tutorial`` demo configuration (J = 1000, minibatch 100 of 
 10^5-parameter network (J = 100, minibatch 1000 of 10^5 observations).
 
 The Jacobian side gets the same treatment: one Levenberg-Marquardt iteration of the ``default``
-demo (R = 4 starts, m = 500, p = 481, parameter space) beside the operations no Gauss-Newton
-iteration can skip, each timed alone over the R starts (batched as in the step): the
-linearisation and the VJP for the gradient, the Jacobian ``J^`` (m VJPs of single-point
-evaluations), the Gram ``J^T J^``, the Cholesky factor and solve of ``J^T J^ + c I``, and the
-forward pass at the trial point. Products per iteration and start are those of
+demo (R = 4 starts, m = 500, p = 481, parameter space) and of the diffusion_reaction2d B-PINN
+(R = 4, m = 300, p = 2752, data space, the Jacobian built group by group with ``segments``;
+not with ``--quick``) beside the operations no Gauss-Newton iteration can skip, each timed
+alone over the R starts (batched as in the step): the linearisation and the VJP for the
+gradient, the Jacobian ``J^`` (m VJPs of single-point evaluations), the Gram matrix of the
+solve space (``J^T J^`` in parameter space, ``J^ J^T`` in data space), its Cholesky factor and
+solve, and the forward pass at the trial point. Products per iteration and start are those of
 :mod:`ekibnn.inversion.gauss_newton`'s docstring: one forward pass and its VJP, m single-point
 VJPs, one trial forward pass (the minimum: ``J^`` is needed whole for the dense solve).
 
@@ -187,21 +189,59 @@ def forward_only(state: Any, b: int, d: int) -> Callable[[], Any]:
     return lambda: apply(members, X)
 
 
-def gauss_newton_row(steps: int, repeats: int) -> dict:
-    """One LM iteration of the ``default`` demo (4 starts) beside its floor (module docstring)."""
-    from ekibnn import demo
+def gauss_newton_rows(steps: int, repeats: int, quick: bool) -> list[dict]:
+    """One LM iteration (4 starts) beside its floor (module docstring): the ``default`` demo
+    (parameter space) and the diffusion_reaction2d B-PINN (data space, per-group ``segments``;
+    left out with ``quick``)."""
+    from ekibnn import demo, pinn
 
     cfg = demo._config("default", 1.0)
     _, key_run, _, prior, lik, _, _ = demo._problem(cfg, 0)
-    starts = prior.sample(jax.random.fold_in(key_run, 0), 4)
-    algo = ek.gauss_newton(
-        lik.indexed_forward_fn, lik.obs, prior, indexed_forward=True, max_steps=10**6
-    )
-    state = ek.run(key_run, algo, starts, 20, progress=False).state  # past the first steps
+    rows = [
+        lm_row(
+            "default demo, Levenberg-Marquardt (R = 4)",
+            ek.gauss_newton(
+                lik.indexed_forward_fn, lik.obs, prior, indexed_forward=True, max_steps=10**6
+            ),
+            prior.sample(jax.random.fold_in(key_run, 0), 4),
+            steps,
+            repeats,
+        )
+    ]
+    if not quick:
+        problem = pinn.diffusion_reaction2d()
+        prior = problem.prior()
+        algo = ek.gauss_newton(
+            problem.indexed_forward_fn,
+            problem.observation(),
+            prior,
+            indexed_forward=True,
+            segments=problem.segments,
+            max_steps=10**6,
+        )
+        rows.append(
+            lm_row(
+                "diffusion_reaction2d B-PINN, Levenberg-Marquardt (R = 4)",
+                algo,
+                prior.sample(jax.random.key(0), 4),
+                steps,
+                repeats,
+            )
+        )
+    return rows
+
+
+def lm_row(label: str, algo: Any, starts: Any, steps: int, repeats: int) -> dict:
+    """One LM iteration of ``algo`` from ``starts`` (after 20 steps) beside its floor: the
+    linearisation and gradient VJP, the Jacobian, the Gram matrix of the solve space, its
+    Cholesky and solve, and the trial forward pass, each timed alone over the starts."""
+    state = ek.run(jax.random.key(1), algo, starts, 20, progress=False).state
     num, p = state.x.shape
-    m = lik.obs.size
-    model = algo.model(state.layout, prior.flat_mean().astype(state.x.dtype))
+    m = algo.num_outputs
+    model = algo.model(state.layout, algo.prior.flat_mean().astype(state.x.dtype))
     z = (state.x - model.anchor) / model.scale
+    data_space = algo.solve_space == "data"
+    size = m if data_space else p
 
     def jacobian(z):
         return model.jacobian(model.linearise(z), z)
@@ -213,19 +253,22 @@ def gauss_newton_row(steps: int, repeats: int) -> dict:
     }
     parts = {name: _best_of(lambda f=f: f(z), repeats) for name, f in batched.items()}
     jac = batched["Jacobian (m single-point VJPs)"](z)
-    gram_fn = jax.jit(jax.vmap(lambda a: _matmul(a.T, a)))
-    parts["Gram J^T J^"] = _best_of(lambda: gram_fn(jac), repeats)
-    gram = gram_fn(jac) + 2.0 * jnp.eye(p)
+    gram_fn = jax.jit(jax.vmap(lambda a: _matmul(a, a.T) if data_space else _matmul(a.T, a)))
+    gram_name = "Gram J^ J^T" if data_space else "Gram J^T J^"
+    parts[gram_name] = _best_of(lambda: gram_fn(jac), repeats)
+    gram = gram_fn(jac) + 2.0 * jnp.eye(size)
+    rhs = jnp.ones((num, size))
     solve = jax.jit(jax.vmap(lambda g, v: _cho_solve(g, v[:, None])))
-    parts["Cholesky + solve"] = _best_of(lambda: solve(gram, z), repeats)
+    parts["Cholesky + solve"] = _best_of(lambda: solve(gram, rhs), repeats)
     step = time_step(algo, state, steps, repeats)
     floor = sum(parts.values())
-    gflop = num * (2.0 * m * p * p + p**3 / 3) / 1e9
+    gflop = num * (2.0 * m * p * size + size**3 / 3) / 1e9
     return {
-        "config": "default demo, Levenberg-Marquardt (R = 4)",
+        "config": label,
         "J": num,
         "b": m,
         "p": p,
+        "space": algo.solve_space,
         "step_ms": 1e3 * step,
         "floor_ms": 1e3 * floor,
         "step_over_floor": step / floor,
@@ -274,8 +317,9 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-        rows.append(gauss_newton_row(max(steps // 5, 5), repeats))
-        print(json.dumps(rows[-1]), flush=True)
+        for row in gauss_newton_rows(max(steps // 5, 5), repeats, args.quick):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     print("| configuration | J | b | p | step (ms) | floor (ms) | step / floor | hand GFLOP |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
