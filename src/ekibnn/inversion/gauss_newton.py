@@ -340,17 +340,16 @@ class WhitenedModel(NamedTuple):
 
     def outputs(self, z: Float[Array, " p"]) -> Float[Array, " M"]:
         """``G(anchor + scale z)`` (segment by segment when ``segments`` are given)."""
-        if self.segments is None:
-            return self._forward(z, jnp.arange(self.obs.size))
         return jnp.concatenate(
-            [self._forward(z, jnp.arange(a, b), k) for k, (a, b) in self._segment_ranges()]
+            [self._forward(z, jnp.arange(a, b), k) for k, a, b in self._ranges()]
         )
 
-    def _segment_ranges(self) -> list[tuple[int, tuple[int, int]]]:
-        """``(k, (start, stop))`` of every nonempty segment (one segment: all observations)."""
-        ends = (self.obs.size,) if self.segments is None else self.segments
-        spans = zip((0, *ends[:-1]), ends, strict=True)
-        return [(k, (a, b)) for k, (a, b) in enumerate(spans) if b > a]
+    def _ranges(self) -> list[tuple[int | None, int, int]]:
+        """``(segment, start, stop)`` of every nonempty segment; without ``segments``, one
+        range of all observations with segment None."""
+        if self.segments is None:
+            return [(None, 0, self.obs.size)]
+        return segment_ranges(self.segments)
 
     def _forward(self, z: Array, indices: Array, segment: int | None = None) -> Array:
         params = self.layout.member(self.anchor + self.scale * z)
@@ -393,10 +392,7 @@ class WhitenedModel(NamedTuple):
                     lambda i: jax.jacrev(lambda w: self._forward(w, i[None], segment))(z)
                 )(jnp.arange(start, stop))
 
-            segment = (lambda k: k) if self.segments is not None else (lambda k: None)
-            raw = jnp.concatenate(
-                [rows(a, b, segment(k)) for k, (a, b) in self._segment_ranges()]
-            ).reshape(m, p)
+            raw = jnp.concatenate([rows(a, b, k) for k, a, b in self._ranges()]).reshape(m, p)
             return jax.vmap(
                 lambda col: self.likelihood.root_t(self.obs, lin.outputs, col),
                 in_axes=1,
@@ -428,11 +424,10 @@ def check_segments(segments: Any, indexed_forward: bool, n: int) -> tuple[int, .
         )
     try:
         ends = tuple(int(e) for e in segments)
-        valid = all(e == v for e, v in zip(ends, segments, strict=True))
-    except (TypeError, ValueError):
+        valid = ends == tuple(segments) and ends[-1] == n and list(ends) == sorted(ends)
+    except (TypeError, ValueError, IndexError):
         valid = False
-    decreasing = any(b < a for a, b in zip((0, *ends[:-1]), ends, strict=True)) if valid else True
-    if not valid or not ends or decreasing or ends[-1] != n:
+    if not valid or ends[0] < 0:
         raise input_error(
             "segments",
             f"non-decreasing integer segment ends, the last equal to the {n} observations",
@@ -440,6 +435,12 @@ def check_segments(segments: Any, indexed_forward: bool, n: int) -> tuple[int, .
             f"pass e.g. (n_data, n_data + n_boundary, {n}): the end of each segment",
         )
     return ends
+
+
+def segment_ranges(ends: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """``(k, start, stop)`` of every nonempty segment ``[ends[k-1], ends[k])``."""
+    starts = (0, *ends[:-1])
+    return [(k, a, b) for k, (a, b) in enumerate(zip(starts, ends, strict=True)) if b > a]
 
 
 def check_segment_calls(
@@ -450,9 +451,7 @@ def check_segment_calls(
     if segments is None:
         return
     per_index = num_outputs // segments[-1]
-    for k, (a, b) in enumerate(zip((0, *segments[:-1]), segments, strict=True)):
-        if b == a:
-            continue
+    for k, a, b in segment_ranges(segments):
         indices = jax.ShapeDtypeStruct((b - a,), jnp.int32)
         try:
             out = eqx.filter_eval_shape(

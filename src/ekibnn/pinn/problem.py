@@ -346,7 +346,7 @@ class PINNProblem:
         points = jnp.asarray(np.concatenate([self.x_u, self.x_b, self.x_f]), dtype)
         n_u, n_b = self.x_u.shape[0], self.x_b.shape[0]
         groups = (
-            lambda x: u(x),
+            u,
             lambda x: self.boundary(u, x, phys),
             lambda x: self.operator(u, x, phys),
         )
