@@ -104,14 +104,27 @@ def run_nuts(
 
 
 def gaussian_regression_logdensity(
-    apply_flat, X, y, noise_std, prior_std=1.0, log_noise_prior=(-1.0, 1.0)
+    apply_flat,
+    X,
+    y,
+    noise_std,
+    prior_std=1.0,
+    log_noise_prior=(-1.0, 1.0),
+    log_prior_std_prior=(0.0, 1.0),
 ):
     """log N(y | f(X; theta), noise^2 I) + log N(theta | 0, prior_std^2 I) for flat theta.
 
-    ``noise_std=None``: the noise is unknown and the LAST entry of theta is ``log noise_std``
-    with prior ``N(log_noise_prior[0], log_noise_prior[1]^2)``; ``apply_flat`` then gets the
-    network parameters ``theta[:-1]``."""
+    ``noise_std=None``: the noise is unknown and the entry after the network's ``p`` is
+    ``log noise_std`` with prior ``N(log_noise_prior[0], log_noise_prior[1]^2)``.
+    ``prior_std=None`` (with ``noise_std=None``): the prior std is unknown too, the full-Bayes
+    counterpart of a type-II (evidence) fit of both: the last entry is ``log s`` with prior
+    ``N(log_prior_std_prior[0], log_prior_std_prior[1]^2)``, and the network's parameters are
+    ``s eps`` with ``eps ~ N(0, I)`` the first ``p`` entries (non-centred, so that NUTS does
+    not meet the funnel of a centred scale). ``apply_flat`` always gets the network's
+    parameters: :func:`network_params` of theta."""
     if noise_std is not None:
+        if prior_std is None:
+            raise ValueError("prior_std=None (unknown) needs noise_std=None (unknown) too")
 
         def logdensity(theta):
             resid = (y - apply_flat(theta, X)) / noise_std
@@ -119,15 +132,25 @@ def gaussian_regression_logdensity(
 
         return logdensity
     loc, scale = log_noise_prior
+    s_loc, s_scale = log_prior_std_prior
 
     def logdensity_unknown_noise(theta):
-        params, log_noise = theta[:-1], theta[-1]
-        resid = (y - apply_flat(params, X)) * jnp.exp(-log_noise)
-        return (
-            -0.5 * jnp.sum(resid**2)
-            - y.shape[0] * log_noise
-            - 0.5 * jnp.sum((params / prior_std) ** 2)
-            - 0.5 * ((log_noise - loc) / scale) ** 2
-        )
+        k = 2 if prior_std is None else 1  # trailing hyperparameter entries
+        weights, log_noise = theta[:-k], theta[-k]
+        resid = (y - apply_flat(network_params(theta, prior_std), X)) * jnp.exp(-log_noise)
+        out = -0.5 * jnp.sum(resid**2) - y.shape[0] * log_noise
+        out = out - 0.5 * ((log_noise - loc) / scale) ** 2
+        if prior_std is None:  # the weights are eps ~ N(0, I); s enters through the network
+            return out - 0.5 * jnp.sum(weights**2) - 0.5 * ((theta[-1] - s_loc) / s_scale) ** 2
+        return out - 0.5 * jnp.sum((weights / prior_std) ** 2)
 
     return logdensity_unknown_noise
+
+
+def network_params(theta, prior_std):
+    """The network's parameters in a flat theta of :func:`gaussian_regression_logdensity`
+    with the noise unknown: ``theta[:-1]``, or ``exp(theta[-1]) theta[:-2]`` when the prior
+    std is unknown too (``prior_std=None``). Works on a batch of thetas (leading axes)."""
+    if prior_std is None:
+        return jnp.exp(theta[..., -1:]) * theta[..., :-2]
+    return theta[..., :-1]

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from nuts_reference import gaussian_regression_logdensity, run_nuts
+from nuts_reference import gaussian_regression_logdensity, network_params, run_nuts
 
 import ekibnn as ek
 from ekibnn import metrics
@@ -161,14 +161,23 @@ def compare(row, ref):
     return row
 
 
-def nuts_row(name, apply_flat, logdensity, p, key, sz, grid, out, x_test, y_test, truth, noise):
+def nuts_row(
+    name, apply_flat, logdensity, p, key, sz, grid, out, x_test, y_test, truth, noise,
+    prior_std=1.0,
+):  # fmt: skip
     """NUTS on a flat parameter vector of size ``p`` (``noise=None``: one extra entry, the log
-    noise std); R-hat / ESS of the predictions on ``grid``."""
-    dim = p + (noise is None)
+    noise std; ``prior_std=None`` as well: another, the log prior std, as in
+    :func:`nuts_reference.gaussian_regression_logdensity`); R-hat / ESS of the predictions on
+    ``grid``. With the prior std unknown the row also has its posterior ``prior_std`` (mean,
+    std)."""
+    unknown_prior = prior_std is None
+    dim = p + (noise is None) + unknown_prior
     init = 0.5 * jax.random.normal(jax.random.fold_in(key, 1), (sz["chains"], dim))
     if noise is None:
-        init = init.at[:, -1].set(-1.0)
-    params = (lambda t: t[:-1]) if noise is None else (lambda t: t)
+        init = init.at[:, p].set(-1.0)
+    if unknown_prior:
+        init = init.at[:, p + 1].set(0.0)
+    params = (lambda t: network_params(t, prior_std)) if noise is None else (lambda t: t)
     gridj = jnp.asarray(grid)
     nuts = run_nuts(
         logdensity,
@@ -180,7 +189,7 @@ def nuts_row(name, apply_flat, logdensity, p, key, sz, grid, out, x_test, y_test
     )
     draws = jnp.asarray(nuts.samples.reshape(-1, dim)[:: sz["thin"]])
     preds = jax.jit(jax.vmap(lambda t, X: apply_flat(params(t), X), in_axes=(0, None)))
-    draw_noise = noise if noise is not None else np.exp(np.asarray(draws[:, -1]))
+    draw_noise = noise if noise is not None else np.exp(np.asarray(draws[:, p]))
     row = summary(
         name,
         np.asarray(preds(draws, gridj)),
@@ -199,6 +208,9 @@ def nuts_row(name, apply_flat, logdensity, p, key, sz, grid, out, x_test, y_test
         "divergences": nuts.divergences,
         "draws": int(draws.shape[0]),
     }
+    if unknown_prior:
+        scales = np.exp(np.asarray(draws[:, -1], np.float64))
+        row["prior_std"] = {"mean": float(scales.mean()), "std": float(scales.std())}
     print(
         f"{name}: {nuts.wall_time_s:.0f} s, R-hat of predictions {nuts.pred_max_rhat:.3f} "
         f"(ESS >= {nuts.pred_min_ess:.0f}; weight-space R-hat {nuts.max_rhat:.2f}), "
@@ -352,20 +364,22 @@ def split_dataset(name: str, seed: int) -> dict:
     }
 
 
-def nuts_dataset(name, data, hidden, seed, sz) -> dict:
-    """NUTS on an NTK-parameterised network of widths ``hidden`` with a raw N(0, 1) prior and
-    the noise std unknown (``log sigma ~ N(-1, 1)``), on :func:`split_dataset`'s standardised
-    data; the row in the target's units."""
+def nuts_dataset(name, data, hidden, seed, sz, prior_std=1.0) -> dict:
+    """NUTS on an NTK-parameterised network of widths ``hidden`` with a raw N(0, prior_std^2)
+    prior and the noise std unknown (``log sigma ~ N(-1, 1)``), on :func:`split_dataset`'s
+    standardised data; the row in the target's units. ``prior_std=None``: the prior std is
+    unknown too (``log s ~ N(0, 1)``), the model of an estimator that tunes both by the
+    evidence."""
     d = data["Xs_tr"].shape[1]
     model = MLP(jax.random.key(seed), d, 1, hidden, parameterization="ntk")
     flat0, unravel = ravel_pytree(model)
     apply_flat = lambda theta, X, u=unravel: u(theta)(X)[:, 0]  # noqa: E731
     logdensity = gaussian_regression_logdensity(
-        apply_flat, jnp.asarray(data["Xs_tr"]), jnp.asarray(data["ys_tr"]), None
+        apply_flat, jnp.asarray(data["Xs_tr"]), jnp.asarray(data["ys_tr"]), None, prior_std
     )
     ref = nuts_row(
         name, apply_flat, logdensity, flat0.size, jax.random.key(seed + 5), sz,
-        data["Xs_te"], data["Xs_out"], data["Xs_te"], data["ys_te"], None, None,
+        data["Xs_te"], data["Xs_out"], data["Xs_te"], data["ys_te"], None, None, prior_std,
     )  # fmt: skip
     # NUTS ran in standardised units: back to the target's units (std and RMSE scale by y_std;
     # NLL shifts by log(y_std)).

@@ -87,3 +87,30 @@ def test_tiny_suite_writes_a_complete_table(tmp_path):
     md = (tmp_path / "fidelity_suite.md").read_text()
     assert md.count("\n| ") == 1 + len(problems)  # the header and one row per problem
     assert all(f"| {p} |" in md for p in problems)
+
+
+def test_unknown_prior_std_is_the_non_centred_hierarchical_density():
+    # NUTS's reference for the regression rows: theta = [eps, log sigma, log s], the network's
+    # weights s * eps. Its density must be the fixed-prior density at prior std s (weights
+    # s * eps) plus the hyperprior of log s: the change of variables theta = s eps turns
+    # N(theta | 0, s^2) into N(eps | 0, 1) times s^p, which is exactly what cancels.
+    import jax
+    import jax.numpy as jnp
+    import nuts_reference as nr
+
+    key = jax.random.key(0)
+    X = jax.random.normal(key, (7, 2))
+    y = jnp.sin(X[:, 0])
+    w = jnp.array([0.3, -1.2])
+    apply = lambda theta, X: jnp.tanh(X @ theta)  # noqa: E731
+    eps, log_noise, log_s = jnp.array([0.5, -0.7]), -0.4, 0.6
+    theta = jnp.concatenate([eps, jnp.array([log_noise, log_s])])
+    hier = nr.gaussian_regression_logdensity(apply, X, y, None, None, (-1.0, 1.0), (0.2, 0.5))
+    weights = nr.network_params(theta, None)
+    assert jnp.allclose(weights, jnp.exp(log_s) * eps)
+    fixed = nr.gaussian_regression_logdensity(apply, X, y, None, float(jnp.exp(log_s)))
+    expected = fixed(jnp.concatenate([weights, jnp.array([log_noise])]))
+    expected = expected - 0.5 * ((log_s - 0.2) / 0.5) ** 2
+    assert jnp.allclose(hier(theta), expected, rtol=1e-6)
+    # and the fixed-prior layout is unchanged: the network's weights are theta[:-1]
+    assert jnp.array_equal(nr.network_params(jnp.concatenate([w, jnp.array([0.0])]), 1.0), w)
