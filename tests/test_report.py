@@ -51,3 +51,33 @@ def test_prepare_out_dir(tmp_path):
     (out / "metrics.json").mkdir()
     with pytest.raises(InputError, match=r"metrics\.json can be written; got a folder"):
         prepare_out_dir(out, ["metrics.json"])
+
+
+def test_preload_plotting_loads_it_in_another_thread(monkeypatch):
+    # the CLI's commands start importing matplotlib before their fit; a later import in the
+    # caller's thread gets the same module, and a failing import stays quiet in the thread
+    import sys
+    import threading
+
+    from ekibnn import report
+
+    started = []
+    real_thread = threading.Thread
+
+    def spy(*args, **kwargs):
+        thread = real_thread(*args, **kwargs)
+        started.append(thread)
+        return thread
+
+    monkeypatch.delitem(sys.modules, "ekibnn.plotting", raising=False)
+    monkeypatch.setattr(report.threading, "Thread", spy)
+    report.preload_plotting()
+    assert len(started) == 1 and started[0].daemon
+    started[0].join(timeout=60)
+    assert "ekibnn.plotting" in sys.modules
+    from ekibnn import plotting
+
+    assert plotting is sys.modules["ekibnn.plotting"]
+    report.preload_plotting()  # already loaded: no second thread
+    assert len(started) == 1
+    report._import_quietly("ekibnn._no_such_module")  # no exception escapes the thread

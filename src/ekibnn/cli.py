@@ -583,9 +583,12 @@ def _fit(
     import numpy as np
     from sklearn.model_selection import train_test_split
 
-    from ekibnn import metrics, plotting
+    from ekibnn import metrics
     from ekibnn.errors import convergence_recorded
     from ekibnn.estimators import EKIClassifier, EKIRegressor
+    from ekibnn.report import preload_plotting
+
+    preload_plotting()  # matplotlib loads while the fit runs
 
     X_tr, X_te, y_tr, y_te = train_test_split(
         X,
@@ -615,6 +618,8 @@ def _fit(
         report["self_check"] = _report_check(check)
         if not check.trusted:
             report["warnings"] = [*messages, check.message]
+    from ekibnn import plotting
+
     if kind == "regression":
         mean, std = (np.asarray(a) for a in model.predict(X_te, return_std=True))
         scores = metrics.regression_report(y_te, mean, std)  # one compiled program

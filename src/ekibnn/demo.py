@@ -33,7 +33,7 @@ from ekibnn.bnn.likelihoods import regression
 from ekibnn.bnn.models import MLP, ensemble_apply, num_params
 from ekibnn.bnn.predictive import predictive, predictive_interval
 from ekibnn.datasets import sine_truth, tutorial_sine
-from ekibnn.report import prepare_out_dir, write_json
+from ekibnn.report import preload_plotting, prepare_out_dir, write_json
 
 __all__ = ["CONFIGS", "OUTPUT_FILES", "DemoConfig", "DemoSetup", "run_demo", "setup_demo"]
 
@@ -179,6 +179,7 @@ def run_demo(
     """
     if out_dir is not None:
         out_dir = prepare_out_dir(out_dir, OUTPUT_FILES, what="run_demo out_dir")
+        preload_plotting()  # matplotlib loads while the fit runs
     cfg = _config(config, scale)
     fit = _fit_ensemble if cfg.method == "eki" else _fit_jacobian
     report, bands, misfit = fit(cfg, seed, progress)

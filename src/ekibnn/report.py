@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ekibnn.errors import input_error
 
-__all__ = ["prepare_out_dir", "strict", "write_json"]
+__all__ = ["preload_plotting", "prepare_out_dir", "strict", "write_json"]
 
 
 def _undefined(value: Any) -> str | None:
@@ -162,3 +164,21 @@ def prepare_out_dir(
     except OSError as err:
         raise input_error(what, expected, f"{str(out)!r}: {err.strerror}", fix) from None
     return out
+
+
+def preload_plotting() -> None:
+    """Start importing :mod:`ekibnn.plotting` (matplotlib: about 0.7 s) in a daemon thread, so
+    that it loads while a fit runs (the compiled loop releases the GIL). A later
+    ``from ekibnn import plotting`` waits for that import to finish (Python's module lock); an
+    error in it surfaces there, in the caller's thread, not in the preloading one."""
+    if "ekibnn.plotting" not in sys.modules:
+        threading.Thread(
+            target=_import_quietly, args=("ekibnn.plotting",), daemon=True, name="preload"
+        ).start()
+
+
+def _import_quietly(name: str) -> None:
+    try:
+        __import__(name)
+    except Exception:  # the caller's own import raises it again, in its thread
+        pass

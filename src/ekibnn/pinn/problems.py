@@ -43,7 +43,7 @@ from ekibnn.pinn.problem import (
 )
 from ekibnn.pinn.transforms import Bounded, Positive
 from ekibnn.posterior import LinearisedPosterior
-from ekibnn.report import prepare_out_dir, write_json
+from ekibnn.report import preload_plotting, prepare_out_dir, write_json
 
 __all__ = ["PROBLEMS", "damped_oscillator", "diffusion_reaction2d", "poisson1d", "run_pinn"]
 
@@ -341,6 +341,7 @@ def run_pinn(
     out = None
     if out_dir is not None:  # checked before the fit, so no work is lost to a bad path
         out = prepare_out_dir(out_dir, OUTPUT_FILES, what="run_pinn out_dir")
+        preload_plotting()  # matplotlib loads while the fit runs
     problem = PROBLEMS[problem_name](noise=noise, seed=seed, **(problem_kwargs or {}))
     ensemble_size = max(8, round(200 * scale))
     jacobian = recipes.get(method).jacobian
