@@ -29,7 +29,8 @@ held-out NLL minus NUTS's [<= 0.02 nats] (and, a diagnostic without a target, th
 the tutorial's held-out points inside the data, |x| <= 2: a few test inputs fall beyond the
 data, where the tails of one network's extrapolation decide the NLL), the physical
 parameter's |mean - NUTS mean| / NUTS std [<= 0.5] and std / NUTS std [0.8, 1.25] (PINNs),
-NUTS time / ekibnn time, compilation included in both [>= 30], and NUTS's max R-hat of the
+(a diagnostic, regression rows) the evidence's prior std over the mean of NUTS's posterior of
+it, NUTS time / ekibnn time, compilation included in both [>= 30], and NUTS's max R-hat of the
 predictions [< 1.1: usable; weight-space R-hat is meaningless for networks, see
 ``nuts_reference.py``].
 
@@ -85,6 +86,7 @@ COLUMNS = {
     "nll_in_diff": ("NLL - NUTS, test points in the data", "diagnostic"),
     "phys_z": ("phys mean diff / NUTS std", "<= 0.5"),
     "phys_std_ratio": ("phys std / NUTS", "0.8 to 1.25"),
+    "prior_std_ratio": ("prior std: evidence's / NUTS posterior mean", "diagnostic"),
     "time_ratio": ("NUTS time / time", ">= 30"),
     "nuts_rhat": ("NUTS R-hat pred", "< 1.1"),
 }
@@ -143,6 +145,9 @@ def score(problem: str, label: str, ours: dict, nuts: dict) -> dict:
     if ours["epi_out"] is not None:
         grows = bool(ours["epi_out"] > ours["epi_in"])
         nuts_grows = bool(nuts["epi_out"] > nuts["epi_in"])
+    prior_std_ratio = None  # regression rows: the evidence's prior std against NUTS's
+    if ours.get("prior_std") is not None and nuts.get("prior_std") is not None:
+        prior_std_ratio = float(ours["prior_std"]) / float(nuts["prior_std"]["mean"])
     nll_diff = nll_in_diff = None
     if ours["nll"] is not None and nuts["nll"] is not None:
         nll_diff = float(ours["nll"] - nuts["nll"])
@@ -160,6 +165,7 @@ def score(problem: str, label: str, ours: dict, nuts: dict) -> dict:
         "nll_in_diff": nll_in_diff,
         "phys_z": phys_z,
         "phys_std_ratio": phys_ratio,
+        "prior_std_ratio": prior_std_ratio,
         "time_ratio": float(nuts["wall_s"]) / float(ours["wall_s"]),
         "nuts_rhat": float(nuts["rhat"]),
         "ekibnn_summary": {k: v for k, v in ours.items() if not k.startswith("_")},
