@@ -48,11 +48,11 @@ QUICK_SCALE = 0.05
 _BASELINE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from threadpoolctl import threadpool_limits
+from ekibnn.run import blas_limits
 from tutorial_speed import baseline
 from ekibnn.demo import CONFIGS
 cfg = CONFIGS["tutorial"].scaled(float(sys.argv[2]))
-with threadpool_limits(1, user_api="blas"):
+with blas_limits(1):
     wall, warm, rmse = baseline(cfg.ensemble_size, cfg.num_steps, seed=0)
 print(json.dumps({"wall_time_s": wall, "wall_s_without_compile": warm, "rmse": rmse,
                   "J": cfg.ensemble_size, "steps": cfg.num_steps}))

@@ -45,10 +45,10 @@ import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 import ekibnn as ek  # noqa: E402
 from ekibnn import bnn  # noqa: E402
+from ekibnn.run import blas_limits  # noqa: E402
 
 TUTORIAL = {"J": 1000, "b": 100, "hidden": (20, 20)}  # p = 481
 LARGE = {"J": 1000, "b": 100, "hidden": (312, 312)}  # p = 99 529
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Like ek.run (blas_threads=1): LAPACK's Cholesky and triangular solves on one thread, so
     # they do not fight XLA's thread pool for the cores (measured here: the tutorial-sized
     # Kalman increment 28 ms -> 0.36 ms on a loaded 2-core machine).
-    with threadpool_limits(1, user_api="blas"):
+    with blas_limits(1):
         return _main(argv)
 
 

@@ -46,11 +46,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import ekibnn as ek
 from ekibnn.bnn import MLP, regression
 from ekibnn.demo import setup_demo
+from ekibnn.run import blas_limits
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -288,7 +288,7 @@ def main() -> None:
     steps = args.steps or (20 if args.quick else 100)
     repeats = args.repeats or (2 if args.quick else 5)
     rows = []
-    with threadpool_limits(1, user_api="blas"):  # as ek.run does
+    with blas_limits(1):  # as ek.run does
         for name, algo, state, j, b, widths in configurations(args.quick):
             p = state.x.shape[1]
             walk = j * p if algo.inflation else 0

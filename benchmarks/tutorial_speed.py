@@ -31,12 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from threadpoolctl import threadpool_limits
 
 import ekibnn as ek
 from ekibnn.bnn.models import MLP, ensemble_apply
 from ekibnn.datasets import sine_truth, tutorial_sine
 from ekibnn.demo import CONFIGS, run_demo, setup_demo
+from ekibnn.run import blas_limits
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -119,7 +119,7 @@ def main() -> None:
 
     # The baseline gets the same single-threaded BLAS that ek.run sets by default, so the ratio
     # measures the loop structure, not thread oversubscription.
-    with threadpool_limits(1, user_api="blas"):
+    with blas_limits(1):
         base_wall, base_warm, base_rmse = baseline(j, steps, args.seed)
     report = run_demo("tutorial", seed=args.seed, progress=False, scale=scale)
     # rmse in run_demo is on |x| <= 2 of a 401-point grid over [-2.5, 2.5]: the same region

@@ -172,3 +172,33 @@ def test_the_compiled_loop_has_no_host_callback(key):
         state = algo.init(prior.sample(key, 8))
         text = _run_chunk.lower(algo, 4, key, state, jnp.int32(0), jnp.int32(4)).as_text()
         assert "callback" not in text, algo.name
+
+
+_BLAS_PROBE = """
+import json
+from threadpoolctl import threadpool_info
+from ekibnn.run import blas_limits
+def blas():
+    return [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
+with blas_limits(1):
+    inside = blas()
+import scipy.linalg
+print(json.dumps({"inside": inside, "loaded": [path for path, _ in blas()]}))
+"""
+
+
+def test_blas_limits_reach_the_lapack_xla_calls_in_a_fresh_process():
+    """XLA's CPU LAPACK calls run in SciPy's BLAS, which JAX loads only when it lowers such a
+    call: limiting before it is loaded would leave its spinning thread pool beside XLA's
+    (the bug that made benchmarks/tutorial_speed.py's baseline 1.5x slower)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _BLAS_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    probe = json.loads(out.stdout)
+    assert {path for path, _ in probe["inside"]} == set(probe["loaded"])
+    assert [threads for _, threads in probe["inside"]] == [1] * len(probe["inside"])

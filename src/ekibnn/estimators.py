@@ -44,7 +44,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
 
 from ekibnn import recipes
 from ekibnn.bnn.likelihoods import (
@@ -60,6 +59,7 @@ from ekibnn.inversion.gauss_newton import Categorical
 from ekibnn.observations import Observation
 from ekibnn.posterior import EnsemblePosterior, LinearisedPosterior
 from ekibnn.priors import GaussianPrior
+from ekibnn.run import with_blas_limits
 
 __all__ = ["EKIClassifier", "EKIRegressor"]
 
@@ -181,7 +181,7 @@ class _EKIBase(BaseEstimator):
             "random_state", "None, an int or a numpy RandomState", rs, "pass e.g. random_state=0"
         )
 
-    @threadpool_limits.wrap(limits=1, user_api="blas")  # as in ekibnn.run: see blas_threads
+    @with_blas_limits  # as ekibnn.run runs its loop: see its blas_threads
     def _fit_recipe(
         self, seed, X, likelihood: Likelihood, out_size, estimate_noise, gn_likelihood=None
     ) -> recipes.Fit:
@@ -249,7 +249,7 @@ class _EKIBase(BaseEstimator):
     def _linearised(self) -> bool:
         return isinstance(self.posterior_, LinearisedPosterior)
 
-    @threadpool_limits.wrap(limits=1, user_api="blas")
+    @with_blas_limits
     def self_check(
         self, X=None, *, num_members: int = 32, max_steps: int = 100, seed: int | None = None
     ) -> Any:
@@ -321,7 +321,7 @@ class _EKIBase(BaseEstimator):
             check = check._replace(
                 laplace_std=check.laplace_std * unit, rml_std=check.rml_std * unit
             )
-        check.warn(stacklevel=3)  # past the threadpool_limits wrapper, to the caller
+        check.warn(stacklevel=3)  # past the with_blas_limits wrapper, to the caller
         return check
 
     def _blocks(self, X, per_block) -> list:

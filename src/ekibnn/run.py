@@ -10,8 +10,10 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,7 +33,7 @@ from ekibnn.errors import ComputationError, explain_out_of_memory, input_error
 from ekibnn.inversion.kernel import KalmanAlgorithm
 from ekibnn.observations import Observation
 
-__all__ = ["RunResult", "run", "shard_ensemble"]
+__all__ = ["RunResult", "blas_limits", "run", "shard_ensemble", "with_blas_limits"]
 
 
 class RunResult(NamedTuple):
@@ -195,6 +197,33 @@ def _save_checkpoint(path: Path, fingerprint: dict, state: Any, history: list, s
     ckpt.save(path, fingerprint, leaves, merged, steps)
 
 
+def blas_limits(threads: int = 1) -> threadpool_limits:
+    """Limit the BLAS/LAPACK libraries to ``threads`` threads until the returned
+    ``threadpoolctl`` limiter is restored (``with blas_limits(): ...`` or
+    ``.restore_original_limits()``).
+
+    XLA's CPU backend sends its linear algebra (Cholesky, triangular solves, eigh, SVD) to
+    SciPy's LAPACK, whose OpenBLAS runs its own thread pool beside XLA's. Its idle threads
+    spin, so on few cores the two pools compete for the same cores. SciPy's library is loaded
+    here first: JAX loads it only when a program with such a call is lowered, and
+    ``threadpoolctl`` limits only the libraries already loaded.
+    """
+    import scipy.linalg  # noqa: F401  (loads SciPy's OpenBLAS, which XLA's LAPACK calls use)
+
+    return threadpool_limits(threads, user_api="blas")
+
+
+def with_blas_limits(fn: Callable) -> Callable:
+    """``fn`` run inside :func:`blas_limits` (one thread), as :func:`run` runs its loop."""
+
+    @functools.wraps(fn)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        with blas_limits(1):
+            return fn(*args, **kwargs)
+
+    return limited
+
+
 def run(
     key: PRNGKeyArray,
     algo: KalmanAlgorithm,
@@ -333,11 +362,7 @@ def run(
 
     bar = tqdm(total=num_steps, initial=steps, disable=not progress, desc="ekibnn", unit="step")
     last_saved = steps
-    if blas_threads:
-        # XLA's CPU linear algebra calls SciPy's LAPACK: load it now, or threadpoolctl cannot
-        # see (and limit) its BLAS yet (measured: the tutorial fit 10.8 s -> 8.7 s on 2 cores)
-        import scipy.linalg  # noqa: F401
-    limits = threadpool_limits(blas_threads, user_api="blas") if blas_threads else None
+    limits = blas_limits(blas_threads) if blas_threads else None
     try:
         with explain_out_of_memory(**_sizes(algo, particles)):
             while steps < num_steps and not bool(state.done):
