@@ -193,6 +193,12 @@ def _start_jax(ctx: typer.Context) -> dict[str, Any]:
     """Import JAX and apply the global options (after every check); return the cache record."""
     import jax
 
+    from ekibnn.run import blas_limits
+
+    # BLAS on one thread for the whole command, as ek.run does for its loops: the posterior's
+    # factorisation and the predictions call LAPACK too (posterior + predictions of the demo:
+    # 126-156 ms -> 85-89 ms on 2 cores)
+    blas_limits(1)
     if ctx.obj["x64"]:
         jax.config.update("jax_enable_x64", True)
     if ctx.obj["no_compile_cache"]:
