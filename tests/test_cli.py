@@ -512,3 +512,21 @@ def test_self_check_option_is_refused_where_it_does_not_apply(tmp_path):
     assert "regression task" in _error_line(runner.invoke(app, wine))
     pinn = ["pinn", "poisson1d", "--method", "teki", "--self-check", "--out", str(tmp_path)]
     assert "--method laplace" in _error_line(runner.invoke(app, pinn))
+
+
+def test_a_command_restores_the_callers_blas_threads(tmp_path):
+    """The CLI runs BLAS on one thread while a command computes (ekibnn.run.blas_limits) and
+    gives the caller's setting back when it ends, so an in-process call leaves it as it was."""
+    import scipy.linalg  # noqa: F401  (SciPy's BLAS loaded, as after any LAPACK call)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with threadpool_limits(2, user_api="blas"):
+        before = threads()
+        result = runner.invoke(
+            app, ["demo", "--out", str(tmp_path), "--scale", "0.05", "--no-progress"]
+        )
+        assert result.exit_code == 0, result.output
+        assert threads() == before

@@ -197,8 +197,9 @@ def _start_jax(ctx: typer.Context) -> dict[str, Any]:
 
     # BLAS on one thread for the whole command, as ek.run does for its loops: the posterior's
     # factorisation and the predictions call LAPACK too (posterior + predictions of the demo:
-    # 126-156 ms -> 85-89 ms on 2 cores)
-    blas_limits(1)
+    # 126-156 ms -> 85-89 ms on 2 cores); restored when the command ends, also on an error,
+    # so that an in-process call (tests, notebooks) leaves the caller's BLAS as it was
+    ctx.call_on_close(blas_limits(1).restore_original_limits)
     if ctx.obj["x64"]:
         jax.config.update("jax_enable_x64", True)
     if ctx.obj["no_compile_cache"]:
